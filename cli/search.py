@@ -1,0 +1,48 @@
+"""``telescope search``: query a collection by text."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+
+def register(app: typer.Typer) -> None:
+    app.command("search")(search)
+
+
+def search(
+    path: Annotated[Path, typer.Argument(help="The collection.")],
+    query: Annotated[list[str], typer.Argument(help="Query text(s).")],
+    k: Annotated[int, typer.Option("--k", "-k", help="Hits per query.")] = 10,
+    plan: Annotated[Optional[str], typer.Option(help="Search plan, e.g. '64:400,384:10' (default: the collection's).")] = None,
+) -> None:
+    """Embed the query with the collection's model and search coarse-to-fine."""
+    from telescope.cli.models import collection_embedder
+    from telescope.index import Collection
+
+    c = Collection.open(path, read_only=True)
+    embedder = collection_embedder(c)
+    start = time.perf_counter()
+    vectors = embedder.encode(query)
+    embedded = time.perf_counter()
+    hits = c.search(vectors, k=k, plan=plan)
+    done = time.perf_counter()
+    console = Console()
+    for text, row in zip(query, hits):
+        table = Table(title=text, title_justify="left")
+        for column in ("#", "score", "id", "payload"):
+            table.add_column(column)
+        for i, hit in enumerate(row, 1):
+            table.add_row(str(i), f"{hit.score:.4f}", hit.id, _short(hit.payload))
+        console.print(table)
+    console.print(f"embed {1000 * (embedded - start):.1f} ms, search {1000 * (done - embedded):.1f} ms, plan {plan or c.default_plan}")
+
+
+def _short(payload: dict, width: int = 100) -> str:
+    text = ", ".join(f"{k}={v}" for k, v in payload.items())
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -1,0 +1,75 @@
+"""How good and how fast a search plan is on a collection: recall@k against exact full-dim search, latency.
+
+recall@k of a plan = |top_k(plan) ∩ top_k(exact at full dim)| / k, averaged over queries (the comparison of
+Matryoshka adaptive retrieval, Kusupati et al. 2022, Table 4). Timings are medians of repeated runs of the
+same batch on the same threads.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from telescope.index import Collection, Plan
+
+
+@dataclass
+class PlanMeasure:
+    plan: str
+    k: int
+    recall_at_k: float
+    queries_per_s: float
+    ms_per_batch: float
+    batch: int
+    flops_per_query: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
+    """Mean over queries of |found_q ∩ truth_q| / k (rows; -1 entries never match)."""
+    k = truth.shape[1]
+    hits = [len(set(f[f >= 0].tolist()) & set(t.tolist())) for f, t in zip(found, truth)]
+    return float(np.mean(hits) / k)
+
+
+def time_search(collection: Collection, queries: np.ndarray, k: int, plan: Plan, repeats: int = 3) -> tuple[float, np.ndarray]:
+    """Median seconds to search the whole batch, and the rows found."""
+    times, rows = [], None
+    collection.search_rows(queries[:1], k, plan)  # builds the stage-one index outside the timing
+    for _ in range(repeats):
+        start = time.perf_counter()
+        _, rows = collection.search_rows(queries, k, plan)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)), rows
+
+
+def measure_plans(
+    collection: Collection, queries: np.ndarray, plans: list[Plan | str], k: int = 10, repeats: int = 3
+) -> tuple[PlanMeasure, list[PlanMeasure]]:
+    """The exact full-dim baseline and each plan, measured on the same queries in one run."""
+    exact = Plan.exact(collection.dim, k)
+    exact_s, truth = time_search(collection, queries, k, exact, repeats)
+    n = len(collection)
+
+    def measure(plan: Plan, seconds: float, rows: np.ndarray) -> PlanMeasure:
+        return PlanMeasure(
+            plan=str(plan.for_k(k)),
+            k=k,
+            recall_at_k=recall_at_k(rows, truth),
+            queries_per_s=len(queries) / seconds,
+            ms_per_batch=seconds * 1000,
+            batch=len(queries),
+            flops_per_query=plan.for_k(k).flops(n),
+        )
+
+    baseline = measure(exact, exact_s, truth)
+    results = []
+    for plan in plans:
+        plan = Plan.of(plan)
+        seconds, rows = time_search(collection, queries, k, plan, repeats)
+        results.append(measure(plan, seconds, rows))
+    return baseline, results

@@ -1,0 +1,477 @@
+"""A collection: nested unit vectors with ids, payloads and model versions, on a directory, searched coarse-to-fine.
+
+On disk::
+
+    manifest.json            the committed state: config, generation, segment list (replaced atomically)
+    seg-<gen>.vec.npy        float32 full vectors, unit length, one stored copy of each
+    seg-<gen>.meta.parquet   row, id, model_version, payload (JSON text): queryable with DuckDB
+    deleted-<gen>.npy        rows that are dead (deleted or replaced)
+    stage1-<gen>.faiss       the stage-one index when it is not Flat (Flat is rebuilt on open, as fast as a load)
+    wal-<gen>.log            writes acknowledged since that generation was committed
+
+A write is acknowledged when its WAL record is fsynced. ``commit()`` writes new segment files, then the new
+manifest (atomic rename), then starts a new WAL: a crash at any point leaves the last manifest readable, and its
+WAL replays every acknowledged write after it. Files no manifest names are debris of a cut commit and removed.
+
+One process writes a collection at a time (an flock on ``LOCK``); any number may open it read-only.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from telescope.index.files import write_json, write_npy, write_parquet
+from telescope.index.plan import Plan
+from telescope.index.rerank import rerank
+from telescope.index.rows import Rows
+from telescope.index.stage_one import StageOne
+from telescope.index.wal import WriteAheadLog, read_records
+
+FORMAT = 1
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class Point:
+    id: str
+    vector: np.ndarray
+    payload: dict
+    model_version: str
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    score: float
+    payload: dict
+    model_version: str
+
+
+class Collection:
+    """Create with ``Collection.create(path, dim)``, open with ``Collection.open(path)``."""
+
+    def __init__(self, path: Path, manifest: dict, read_only: bool, lock_fd: int | None):
+        self.path = path
+        self._manifest = manifest
+        self.dim = int(manifest["dim"])
+        self.read_only = read_only
+        self._lock_fd = lock_fd
+        self._lock = threading.RLock()
+        self._rows = Rows(self.dim)
+        self._stage_ones: dict[int, StageOne] = {}
+        self._wal: WriteAheadLog | None = None
+        self._load()
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        path: str | Path,
+        dim: int,
+        *,
+        default_plan: Plan | str | None = None,
+        stage_one: str = "Flat",
+        stage_one_dim: int | None = None,
+        stage_one_params: str = "",
+        flush_rows: int = 50_000,
+        properties: dict | None = None,
+    ) -> "Collection":
+        """A new, empty collection of ``dim``-dimensional vectors at ``path``.
+
+        ``properties`` is free-form JSON kept in the manifest (which model embeds queries, for example); the
+        index does not interpret it.
+        """
+        path = Path(path)
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"dim: expected an integer >= 1, got {dim!r}")
+        if (path / MANIFEST).exists():
+            raise FileExistsError(f"collection: {str(path)!r} already holds a collection")
+        plan = Plan.of(default_plan) if default_plan is not None else Plan.exact(dim)
+        plan.check_dim(dim)
+        s1_dim = stage_one_dim or plan.stages[0].dim
+        if not 1 <= s1_dim <= dim:
+            raise ValueError(f"stage_one_dim: expected 1..{dim}, got {s1_dim}")
+        StageOne(s1_dim, stage_one, stage_one_params)  # checks the factory string and parameters
+        path.mkdir(parents=True, exist_ok=True)
+        manifest = {
+            "format": FORMAT,
+            "dim": dim,
+            "default_plan": str(plan),
+            "stage_one": {"dim": s1_dim, "factory": stage_one, "params": stage_one_params},
+            "flush_rows": int(flush_rows),
+            "generation": 0,
+            "segments": [],
+            "deleted": None,
+            "stage_one_file": None,
+            "created": time.time(),
+            "properties": dict(properties or {}),
+        }
+        write_json(path / MANIFEST, manifest)
+        return cls.open(path)
+
+    @classmethod
+    def open(cls, path: str | Path, read_only: bool = False) -> "Collection":
+        path = Path(path)
+        if not (path / MANIFEST).exists():
+            raise LookupError(f"collection: no collection at {str(path)!r} (no {MANIFEST})")
+        lock_fd = None
+        if not read_only:
+            lock_fd = os.open(path / "LOCK", os.O_CREAT | os.O_RDWR)
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(lock_fd)
+                raise RuntimeError(f"collection: {str(path)!r} is open for writing by another process") from None
+        manifest = json.loads((path / MANIFEST).read_text())
+        if manifest.get("format") != FORMAT:
+            raise ValueError(f"{path / MANIFEST}: expected format {FORMAT}, got {manifest.get('format')!r}")
+        return cls(path, manifest, read_only, lock_fd)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._wal is not None:
+                if self._rows.n > self._committed_rows or self._wal_records:
+                    self.commit()
+                self._wal.close()
+                self._wal = None
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+
+    def __enter__(self) -> "Collection":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- reading the committed state ---------------------------------------------------------------------------
+    @property
+    def generation(self) -> int:
+        return int(self._manifest["generation"])
+
+    @property
+    def properties(self) -> dict:
+        return dict(self._manifest.get("properties", {}))
+
+    @property
+    def default_plan(self) -> Plan:
+        return Plan.parse(self._manifest["default_plan"])
+
+    def _load(self) -> None:
+        m = self._manifest
+        for seg in m["segments"]:
+            vectors = np.load(self.path / f"{seg['name']}.vec.npy")
+            self._rows.append_table(pq.read_table(self.path / f"{seg['name']}.meta.parquet"), vectors)
+        if m["deleted"]:
+            self._rows.kill_rows(np.load(self.path / m["deleted"]))
+        self._committed_rows = self._rows.n
+        cfg = m["stage_one"]
+        if m["stage_one_file"]:
+            s1 = StageOne.read(str(self.path / m["stage_one_file"]["name"]), cfg["dim"], cfg["factory"], cfg["params"])
+            if s1.ntotal <= self._rows.n:
+                self._stage_ones[cfg["dim"]] = s1
+        wal_path = self.path / f"wal-{self.generation:06d}.log"
+        records, good_end = read_records(wal_path)
+        for record in records:
+            self._apply(record)
+        self._wal_records = len(records)
+        if not self.read_only:
+            self._remove_debris(keep={wal_path.name})
+            self._wal = WriteAheadLog(wal_path, good_end)
+
+    def _remove_debris(self, keep: set[str]) -> None:
+        m = self._manifest
+        keep |= {MANIFEST, "LOCK"}
+        keep |= {f"{s['name']}.vec.npy" for s in m["segments"]} | {f"{s['name']}.meta.parquet" for s in m["segments"]}
+        keep |= {m["deleted"]} if m["deleted"] else set()
+        keep |= {m["stage_one_file"]["name"]} if m["stage_one_file"] else set()
+        for file in self.path.iterdir():
+            if file.is_file() and file.name not in keep:
+                file.unlink()
+
+    # -- writing -----------------------------------------------------------------------------------------------
+    def upsert(
+        self,
+        ids: Sequence[str],
+        vectors: np.ndarray,
+        payloads: Sequence[dict] | None = None,
+        model_version: str = "unknown",
+    ) -> None:
+        """Insert or replace points. Returns once the write is durable (fsynced to the WAL).
+
+        Vectors are normalised to unit length at full dim. A batch must not repeat an id.
+        """
+        ids = _check_ids(ids)
+        vectors = self._check_vectors(vectors, len(ids))
+        payload_texts = _check_payloads(payloads, len(ids))
+        if not isinstance(model_version, str) or not model_version:
+            raise ValueError(f"model_version: expected a non-empty string, got {model_version!r}")
+        if not ids:
+            return
+        vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        record = pa.record_batch(
+            {
+                "id": pa.array(ids, pa.string()),
+                "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), self.dim),
+                "payload": pa.array(payload_texts, pa.string()),
+            },
+            metadata={"op": "upsert", "model_version": model_version},
+        )
+        with self._lock:
+            self._writable().append(record)
+            self._apply(record)
+            if self._rows.n - self._committed_rows >= self._manifest["flush_rows"]:
+                self.commit()
+
+    def delete(self, ids: Sequence[str], missing: str = "error") -> int:
+        """Delete points by id; returns how many were deleted.
+
+        ``missing="error"`` (default) refuses the whole call when an id is unknown, deleting nothing;
+        ``missing="ignore"`` deletes the known ids and skips the rest.
+        """
+        ids = _check_ids(ids, allow_duplicates=True)
+        if missing not in ("error", "ignore"):
+            raise ValueError(f"missing: expected 'error' or 'ignore', got {missing!r}")
+        with self._lock:
+            unknown = [i for i in ids if i not in self._rows.row_of]
+            if unknown and missing == "error":
+                raise LookupError(f"ids: {len(unknown)} unknown id(s), e.g. {unknown[:5]}; nothing was deleted")
+            known = list(dict.fromkeys(i for i in ids if i in self._rows.row_of))
+            if known:
+                record = pa.record_batch({"id": pa.array(known, pa.string())}, metadata={"op": "delete"})
+                self._writable().append(record)
+                self._apply(record)
+            return len(known)
+
+    def _apply(self, record: pa.RecordBatch) -> None:
+        meta = {k.decode(): v.decode() for k, v in (record.schema.metadata or {}).items()}
+        ids = record.column("id").to_pylist()
+        if meta["op"] == "upsert":
+            vectors = record.column("vector").values.to_numpy(zero_copy_only=False).reshape(-1, self.dim)
+            self._rows.append(ids, vectors, record.column("payload").to_pylist(), [meta["model_version"]] * len(ids))
+        elif meta["op"] == "delete":
+            self._rows.kill(ids)
+        else:
+            raise ValueError(f"wal: unknown operation {meta['op']!r}")
+        self._wal_records = getattr(self, "_wal_records", 0) + 1
+
+    def _writable(self) -> WriteAheadLog:
+        if self._wal is None:
+            raise RuntimeError(f"collection: {str(self.path)!r} is open read-only or closed")
+        return self._wal
+
+    def commit(self, compact: bool | None = None) -> None:
+        """Make everything written so far part of the committed state (atomic), and start a new WAL.
+
+        ``compact`` rewrites all live rows as one segment; by default it runs when dead rows exceed a third.
+        """
+        with self._lock:
+            wal = self._writable()
+            rows = self._rows
+            dead = rows.n - rows.live_count
+            if compact is None:
+                compact = dead > 1000 and dead > rows.n / 3
+            segments = list(self._manifest["segments"])
+            if compact:
+                self._rows = rows = rows.compacted()
+                self._stage_ones.clear()
+                segments, self._committed_rows = [], 0
+            gen = self.generation + 1
+            if rows.n > self._committed_rows:
+                name = f"seg-{gen:06d}"
+                write_npy(self.path / f"{name}.vec.npy", rows.vectors[self._committed_rows :])
+                write_parquet(self.path / f"{name}.meta.parquet", rows.meta_table(self._committed_rows, rows.n))
+                segments.append({"name": name, "rows": rows.n - self._committed_rows})
+            deleted = None
+            if rows.n > rows.live_count:
+                deleted = f"deleted-{gen:06d}.npy"
+                write_npy(self.path / deleted, np.flatnonzero(~rows.alive))
+            manifest = dict(self._manifest, generation=gen, segments=segments, deleted=deleted)
+            manifest["stage_one_file"] = self._write_stage_one(gen)
+            write_json(self.path / MANIFEST, manifest)
+            self._manifest = manifest
+            self._committed_rows = rows.n
+            wal.close()
+            new_wal = self.path / f"wal-{gen:06d}.log"
+            self._wal = WriteAheadLog(new_wal, 0)
+            self._wal_records = 0
+            self._remove_debris(keep={new_wal.name})
+
+    def _write_stage_one(self, gen: int) -> dict | None:
+        cfg = self._manifest["stage_one"]
+        if cfg["factory"] == "Flat" or self._rows.n == 0:
+            return None
+        s1 = self._stage_one(cfg["dim"])
+        name = f"stage1-{gen:06d}.faiss"
+        tmp = self.path / (name + ".tmp")
+        s1.write(str(tmp))
+        os.replace(tmp, self.path / name)
+        return {"name": name, "rows": s1.ntotal}
+
+    # -- reading -----------------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self._rows.live_count
+
+    def get(self, ids: Sequence[str]) -> list[Point | None]:
+        """The stored points, in the order asked; ``None`` for an id that is not stored."""
+        ids = _check_ids(ids, allow_duplicates=True)
+        with self._lock:
+            return [self._point(self._rows.row_of.get(i)) for i in ids]
+
+    def _point(self, row: int | None) -> Point | None:
+        if row is None:
+            return None
+        r = self._rows
+        return Point(r.ids[row], r.vectors[row].copy(), r.payload_of(row), r.version_of(row))
+
+    def search(self, queries: np.ndarray, k: int | None = None, plan: Plan | str | None = None) -> list[list[Hit]]:
+        """Top-``k`` hits per query, coarse-to-fine along ``plan`` (default: the collection's plan)."""
+        scores, rows = self.search_rows(queries, k, plan)
+        with self._lock:
+            r = self._rows
+            return [
+                [Hit(r.ids[row], float(s), r.payload_of(row), r.version_of(row)) for s, row in zip(srow, rrow) if row >= 0]
+                for srow, rrow in zip(scores, rows)
+            ]
+
+    def search_rows(
+        self, queries: np.ndarray, k: int | None = None, plan: Plan | str | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and row numbers (-1 pads when fewer live rows than k): the search without the payloads."""
+        plan = Plan.of(plan) if plan is not None else self.default_plan
+        plan.check_dim(self.dim)
+        plan = plan.for_k(plan.k if k is None else k)
+        queries = self._check_queries(queries, plan)
+        with self._lock:
+            first = plan.stages[0]
+            stage = self._stage_one(first.dim)
+            alive = None if self._rows.live_count == self._rows.n else self._rows.alive
+            scores, rows = stage.search(queries, first.keep, alive)
+            for s in plan.stages[1:]:
+                scores, rows = rerank(queries, rows, self._rows.vectors, s.dim, s.keep)
+        return scores, rows
+
+    def _stage_one(self, dim: int) -> StageOne:
+        """The stage-one index for a prefix dim, brought up to date with the rows (built on first use).
+
+        The configured stage-one dim uses the configured factory; any other first-stage dim an exact Flat scan.
+        """
+        cfg = self._manifest["stage_one"]
+        s1 = self._stage_ones.get(dim)
+        if s1 is None:
+            s1 = StageOne(dim, cfg["factory"], cfg["params"]) if dim == cfg["dim"] else StageOne(dim)
+            self._stage_ones[dim] = s1
+        if s1.ntotal < self._rows.n:
+            s1.add(self._rows.vectors[s1.ntotal :])
+        return s1
+
+    def info(self) -> dict:
+        with self._lock:
+            versions: dict[str, int] = {}
+            codes = self._rows.version_codes[self._rows.alive]
+            for code, count in zip(*np.unique(codes, return_counts=True)):
+                versions[self._rows.versions[code]] = int(count)
+            return {
+                "path": str(self.path),
+                "points": len(self),
+                "rows": self._rows.n,
+                "dim": self.dim,
+                "default_plan": self._manifest["default_plan"],
+                "stage_one": self._manifest["stage_one"],
+                "generation": self.generation,
+                "segments": len(self._manifest["segments"]),
+                "uncommitted_writes": self._wal_records,
+                "model_versions": versions,
+                "properties": self.properties,
+            }
+
+    # -- checks ------------------------------------------------------------------------------------------------
+    def _check_vectors(self, vectors: np.ndarray, n: int) -> np.ndarray:
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape != (n, self.dim):
+            raise ValueError(f"vectors: expected shape ({n}, {self.dim}), got {tuple(vectors.shape)}")
+        _check_finite_nonzero(vectors, "vectors")
+        return vectors
+
+    def _check_queries(self, queries: np.ndarray, plan: Plan) -> np.ndarray:
+        queries = np.asarray(queries, dtype=np.float32)
+        if queries.ndim == 1:
+            queries = queries[None, :]
+        if queries.ndim != 2 or not plan.max_dim <= queries.shape[1] <= self.dim:
+            raise ValueError(
+                f"queries: expected shape (n, d) with {plan.max_dim} <= d <= {self.dim}, got {tuple(queries.shape)}"
+            )
+        if len(queries) == 0:
+            raise ValueError("queries: expected at least one query, got none")
+        _check_finite_nonzero(queries[:, : plan.stages[0].dim], "queries")
+        return np.ascontiguousarray(queries)
+
+
+def _check_ids(ids: Sequence[str], allow_duplicates: bool = False) -> list[str]:
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence):
+        raise TypeError(f"ids: expected a list of strings, got {type(ids).__name__}")
+    out = []
+    for i, point_id in enumerate(ids):
+        if not isinstance(point_id, str) or not point_id:
+            raise ValueError(f"ids[{i}]: expected a non-empty string, got {point_id!r}")
+        out.append(point_id)
+    if not allow_duplicates and len(set(out)) != len(out):
+        first: dict[str, int] = {}
+        for i, point_id in enumerate(out):
+            if point_id in first:
+                raise ValueError(
+                    f"ids: expected unique ids in one batch, got {point_id!r} at positions {first[point_id]} and {i}"
+                )
+            first[point_id] = i
+    return out
+
+
+def _check_payloads(payloads: Sequence[dict] | None, n: int) -> list[str]:
+    if payloads is None:
+        return ["{}"] * n
+    if len(payloads) != n:
+        raise ValueError(f"payloads: expected {n} payloads (one per id), got {len(payloads)}")
+    out = []
+    for i, payload in enumerate(payloads):
+        if not isinstance(payload, dict):
+            raise ValueError(f"payloads[{i}]: expected a dict, got {type(payload).__name__}")
+        try:
+            out.append(json.dumps(payload, allow_nan=False))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"payloads[{i}]: expected JSON-serialisable values, got {payload!r} ({e})") from e
+    return out
+
+
+def _check_finite_nonzero(vectors: np.ndarray, field: str) -> None:
+    bad = ~np.isfinite(vectors).all(axis=1)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{field}[{i}]: expected finite values, got {vectors[i][~np.isfinite(vectors[i])][0]}")
+    norms = np.linalg.norm(vectors, axis=1)
+    if (norms == 0).any():
+        i = int(np.flatnonzero(norms == 0)[0])
+        raise ValueError(f"{field}[{i}]: expected a non-zero vector, got all zeros")
+
+
+def exact_search(vectors: np.ndarray, queries: np.ndarray, k: int, dim: int | None = None) -> np.ndarray:
+    """Brute-force reference: rows of the top-``k`` inner products on the normalised ``dim``-prefix (numpy)."""
+    from telescope.index.stage_one import prefix_normalize
+
+    dim = dim or vectors.shape[1]
+    scores = prefix_normalize(queries, dim) @ prefix_normalize(vectors, dim).T
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return top
+
+
+__all__ = ["Collection", "Hit", "Point", "exact_search"]

@@ -1,0 +1,98 @@
+"""Stage one of a plan: a FAISS index over the normalised first ``dim`` coordinates of every stored vector.
+
+The index kind is a FAISS index-factory string (``"Flat"`` exact, ``"HNSW32"``, ``"IVF1024,Flat"``, ...) with
+inner-product metric; FAISS row ids are the collection's row numbers. Deleted rows are skipped with an
+``IDSelectorBitmap`` in the search parameters, so graph and inverted-list indexes need no removal support.
+Index-level knobs (``efSearch=128``, ``nprobe=16``) go through FAISS's ``ParameterSpace``.
+"""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+
+# FAISS switches from its SIMD kernel to BLAS for batches of at least this many queries. Measured
+# (ENVIRONMENT.md): with the default of 20 a 64-dim prefix scan was no faster than the 384-dim one; BLAS at
+# 20+ queries restores the expected speed-up. Set once, here, for every exact scan telescope runs.
+faiss.cvar.distance_compute_blas_threshold = 20
+
+
+def prefix_normalize(vectors: np.ndarray, dim: int) -> np.ndarray:
+    """The first ``dim`` coordinates of each row, scaled to unit length (float32, C-contiguous)."""
+    prefix = np.ascontiguousarray(vectors[..., :dim], dtype=np.float32)
+    norms = np.linalg.norm(prefix, axis=-1, keepdims=True)
+    return prefix / np.maximum(norms, 1e-12)
+
+
+class StageOne:
+    """A FAISS index over the ``dim``-prefix of rows ``0 .. ntotal-1``."""
+
+    def __init__(self, dim: int, factory: str = "Flat", params: str = "", index: faiss.Index | None = None):
+        self.dim = dim
+        self.factory = factory
+        self.params = params
+        try:
+            self.index = index if index is not None else faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+        except RuntimeError as e:
+            raise ValueError(f"stage_one.factory: expected a FAISS index-factory string, got {factory!r}") from e
+        if params:
+            try:
+                faiss.ParameterSpace().set_index_parameters(self.index, params)
+            except RuntimeError as e:
+                raise ValueError(f"stage_one.params: expected FAISS parameters like 'efSearch=64', got {params!r}") from e
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    def add(self, vectors: np.ndarray) -> None:
+        """Append rows (full vectors; their prefix is taken and normalised here)."""
+        if len(vectors) == 0:
+            return
+        prefix = prefix_normalize(vectors, self.dim)
+        if not self.index.is_trained:
+            needed = _training_size(self.index)
+            if len(prefix) < needed:
+                raise ValueError(
+                    f"stage_one.factory: {self.factory!r} needs at least {needed} vectors to train, "
+                    f"got {len(prefix)}; use 'Flat' or 'HNSW32' for small collections"
+                )
+            self.index.train(prefix)
+        self.index.add(prefix)
+
+    def search(self, queries: np.ndarray, k: int, alive: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` rows by prefix inner product; ``alive`` (bool per row) excludes deleted rows."""
+        prefix = prefix_normalize(queries, self.dim)
+        params = None
+        if alive is not None:
+            bits = np.packbits(alive[: self.ntotal], bitorder="little")
+            selector = faiss.IDSelectorBitmap(self.ntotal, faiss.swig_ptr(bits))
+            params = self._params_with(selector)
+            params._keep = (bits, selector)  # FAISS holds raw pointers: keep both alive for the call
+        scores, rows = self.index.search(prefix, k, params=params)
+        return scores, rows
+
+    def _params_with(self, selector: faiss.IDSelector) -> faiss.SearchParameters:
+        index = self.index
+        if isinstance(index, faiss.IndexHNSW):
+            return faiss.SearchParametersHNSW(sel=selector, efSearch=index.hnsw.efSearch)
+        ivf = faiss.try_extract_index_ivf(index)
+        if ivf is not None and index is ivf:
+            return faiss.SearchParametersIVF(sel=selector, nprobe=ivf.nprobe)
+        if isinstance(index, faiss.IndexFlat):
+            return faiss.SearchParameters(sel=selector)
+        raise ValueError(
+            f"stage_one.factory: deleting from {self.factory!r} is not supported; use Flat, HNSW or IVF"
+        )
+
+    def write(self, path: str) -> None:
+        faiss.write_index(self.index, path)
+
+    @classmethod
+    def read(cls, path: str, dim: int, factory: str, params: str = "") -> "StageOne":
+        return cls(dim, factory, params, index=faiss.read_index(path))
+
+
+def _training_size(index: faiss.Index) -> int:
+    ivf = faiss.try_extract_index_ivf(index)
+    return 39 * ivf.nlist if ivf is not None else 1
