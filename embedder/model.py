@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from sentence_transformers import SentenceTransformer
 
 from telescope.embedder.manifest import ModelManifest, nested_pairs
+from telescope.embedder.progress import progress_bar
 
 DEFAULT_MODEL = "default"
 DEFAULT_MODEL_ID = "all-MiniLM-L6-v2"
@@ -114,6 +115,59 @@ class Embedder:
                 list(texts), batch_size=batch_size, convert_to_tensor=True, show_progress_bar=show_progress
             )
         return F.normalize(full[:, :dim].float(), dim=-1).cpu().numpy()
+
+    def encode_grid(
+        self,
+        texts: Sequence[str],
+        points: Sequence[tuple[int, int]],
+        batch_size: int = 64,
+        show_progress: bool = False,
+    ) -> dict[tuple[int, int], np.ndarray]:
+        """Unit vectors at several grid points from one forward pass per batch.
+
+        Runs the blocks up to the deepest layer asked for once, pools every asked layer's hidden states with
+        the model's own Pooling module, and cuts each to its dims: ``{(layer, dim): (len(texts), dim)}``.
+        Texts are batched in order of length to cut padding.
+        """
+        texts = self.check_texts(texts)
+        points = [self.check_point(layer, dim) for layer, dim in points]
+        if not points:
+            raise ValueError("points: expected at least one (layer, dim), got none")
+        layers = sorted({layer for layer, _ in points})
+        pooling = self._pooling()
+        pooled: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        self.truncated_texts += self.count_truncated(texts)
+        with self._lock, self._early_exit(layers[-1]), torch.inference_mode(), progress_bar(
+            "encoding", total=len(texts), unit="texts", enabled=show_progress
+        ) as advance:
+            for start in range(0, len(texts), batch_size):
+                features = self.model.preprocess([texts[i] for i in order[start : start + batch_size]])
+                features = {k: v.to(self.model.device) for k, v in features.items() if isinstance(v, torch.Tensor)}
+                hidden = self._hidden_states(features)
+                for layer in layers:
+                    pooled_features = {"token_embeddings": hidden[layer], "attention_mask": features["attention_mask"]}
+                    pooled[layer].append(pooling(pooled_features)["sentence_embedding"].float())
+                advance(len(features["attention_mask"]))
+        inverse = torch.from_numpy(np.argsort(order))
+        out = {}
+        for layer, dim in points:
+            full = torch.cat(pooled[layer])[inverse] if texts else torch.zeros((0, self.full_dim))
+            out[(layer, dim)] = F.normalize(full[:, :dim], dim=-1).cpu().numpy()
+        return out
+
+    def _pooling(self) -> torch.nn.Module:
+        from sentence_transformers.sentence_transformer.modules import Pooling
+
+        if len(self.model) < 2 or not isinstance(self.model[1], Pooling):
+            raise ValueError(f"model: encode_grid expects Transformer then Pooling modules, got {self.model}")
+        return self.model[1]
+
+    def _hidden_states(self, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        auto = self.model[0].auto_model
+        accepted = {"input_ids", "attention_mask", "token_type_ids"}
+        out = auto(**{k: v for k, v in features.items() if k in accepted}, output_hidden_states=True, return_dict=True)
+        return out.hidden_states
 
     def check_texts(self, texts: Sequence[str]) -> list[str]:
         if isinstance(texts, str) or not isinstance(texts, Sequence):

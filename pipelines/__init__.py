@@ -4,6 +4,6 @@ Uses telescope.embedder to embed and telescope.index to store.
 """
 
 from telescope.pipelines.ingest import IngestReport, ingest
-from telescope.pipelines.progress import progress_bar
+from telescope.embedder.progress import progress_bar
 
 __all__ = ["IngestReport", "ingest", "progress_bar"]

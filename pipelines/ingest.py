@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from telescope.embedder import Embedder
 from telescope.index import Collection
-from telescope.pipelines.progress import progress_bar
+from telescope.embedder.progress import progress_bar
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The rich progress bar every long job shows: items done, items/s, elapsed and ETA."""
+"""The rich progress bar every long job shows (encoding, ingest, eval): items done, items/s, elapsed, ETA."""
 
 from __future__ import annotations
 
