@@ -24,12 +24,10 @@ USER_ERRORS = (ValueError, TypeError, LookupError, FileNotFoundError, FileExists
 
 def _register() -> None:
     # Each command group lives in its own module, named for it.
-    from telescope.cli import demo, embed, index, search
+    from telescope.cli import bench, demo, embed, index, search
 
-    embed.register(app)
-    index.register(app)
-    search.register(app)
-    demo.register(app)
+    for module in (embed, index, search, demo, bench):
+        module.register(app)
 
 
 _register()
