@@ -76,9 +76,8 @@ class StageOne:
         index = self.index
         if isinstance(index, faiss.IndexHNSW):
             return faiss.SearchParametersHNSW(sel=selector, efSearch=index.hnsw.efSearch)
-        ivf = faiss.try_extract_index_ivf(index)
-        if ivf is not None and index is ivf:
-            return faiss.SearchParametersIVF(sel=selector, nprobe=ivf.nprobe)
+        if isinstance(index, faiss.IndexIVF):
+            return faiss.SearchParametersIVF(sel=selector, nprobe=index.nprobe)
         if isinstance(index, faiss.IndexFlat):
             return faiss.SearchParameters(sel=selector)
         raise ValueError(

@@ -1,0 +1,120 @@
+"""Durability: WAL replay, torn tails, debris of a cut commit, SIGKILL in a stream of upserts, locking."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from index_helpers import nested_vectors, vector_for
+from telescope.index import Collection
+
+HERE = Path(__file__).parent
+
+
+def test_uncommitted_writes_replay_from_the_wal(tmp_path):
+    v = nested_vectors(30, 8)
+    c = Collection.create(tmp_path / "c", 8)
+    c.upsert([f"a{i}" for i in range(20)], v[:20])
+    c.commit()
+    c.upsert([f"b{i}" for i in range(10)], v[20:], model_version="m:2")
+    c.delete(["a0"])
+    # no close, no commit: the process "dies" here
+    c._wal.close()
+    os.close(c._lock_fd)
+    reopened = Collection.open(tmp_path / "c")
+    assert len(reopened) == 29 and reopened.get(["a0"]) == [None]
+    assert reopened.get(["b3"])[0].model_version == "m:2"
+    np.testing.assert_allclose(reopened.get(["b3"])[0].vector, v[23] / np.linalg.norm(v[23]), atol=1e-6)
+
+
+def test_torn_wal_tail_is_dropped_and_writing_continues(tmp_path):
+    c = Collection.create(tmp_path / "c", 8)
+    c.upsert(["x"], nested_vectors(1, 8))
+    wal = c._wal.path
+    c._wal.close()
+    os.close(c._lock_fd)
+    with open(wal, "ab") as f:
+        f.write(b"TWAL\x99\x00\x00\x00garbage")  # a record cut by a crash
+    c = Collection.open(tmp_path / "c")
+    assert len(c) == 1
+    c.upsert(["y"], nested_vectors(1, 8, seed=5))
+    c._wal.close()
+    os.close(c._lock_fd)
+    assert len(Collection.open(tmp_path / "c", read_only=True)) == 2
+
+
+def test_debris_of_a_cut_commit_is_removed(tmp_path):
+    c = Collection.create(tmp_path / "c", 8)
+    c.upsert(["x"], nested_vectors(1, 8))
+    c.close()
+    (tmp_path / "c" / "seg-000099.vec.npy").write_bytes(b"half written")
+    (tmp_path / "c" / "manifest.json.tmp").write_text("{")
+    c = Collection.open(tmp_path / "c")
+    assert len(c) == 1
+    assert not (tmp_path / "c" / "seg-000099.vec.npy").exists()
+    assert not (tmp_path / "c" / "manifest.json.tmp").exists()
+
+
+def test_one_writer_at_a_time(tmp_path):
+    c = Collection.create(tmp_path / "c", 8)
+    with pytest.raises(RuntimeError, match="open for writing by another process"):
+        Collection.open(tmp_path / "c")
+    reader = Collection.open(tmp_path / "c", read_only=True)
+    with pytest.raises(RuntimeError, match="read-only"):
+        reader.upsert(["x"], nested_vectors(1, 8))
+    c.close()
+
+
+def test_compaction_keeps_every_live_point(tmp_path):
+    v = nested_vectors(3000, 8)
+    c = Collection.create(tmp_path / "c", 8)
+    c.upsert([f"p{i}" for i in range(3000)], v)
+    c.delete([f"p{i}" for i in range(2000)])
+    c.commit()  # dead rows > 1/3: compacts
+    assert c.info()["rows"] == 1000 and c.info()["segments"] == 1
+    c.close()
+    c = Collection.open(tmp_path / "c")
+    assert len(c) == 1000 and c.search(v[2500], k=1)[0][0].id == "p2500"
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sigkill_mid_stream_loses_no_acknowledged_write(tmp_path, seed):
+    dim = 16
+    Collection.create(tmp_path / "c", dim, flush_rows=50).close()  # small flush: kills land inside commits too
+    env = dict(os.environ, PYTHONPATH=str(HERE))
+    acked: list[tuple[int, int]] = []
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "index_writer.py"), str(tmp_path / "c"), str(dim)],
+        stdout=subprocess.PIPE, text=True, env=env,
+    )
+    target = random.Random(seed).randint(20, 80)
+    deadline = time.monotonic() + 60
+    while len(acked) < target and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        _, first, last = line.split()
+        acked.append((int(first), int(last)))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len(acked) >= target, "the writer stopped early"
+    c = Collection.open(tmp_path / "c")
+    last_acked = acked[-1][1]
+    expected_ids = [f"p{i}" for i in range(last_acked + 1)]
+    points = c.get(expected_ids)
+    assert all(p is not None for p in points), "an acknowledged upsert was lost"
+    for p in c.get([f"p{i}" for i in range(len(c))]):  # everything stored, acked or not, is whole
+        assert p is not None
+        i = int(p.id[1:])
+        np.testing.assert_allclose(p.vector, vector_for(i, dim), atol=1e-6)
+        assert p.payload == {"i": i}
+    assert len(c) % 7 == 0  # whole batches only
+    assert len(c) - (last_acked + 1) <= 7  # at most the one batch written but not yet acknowledged

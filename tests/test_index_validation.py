@@ -1,0 +1,98 @@
+"""Bad input to a collection: a clear error naming the field, expected and received; nothing stored changes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from index_helpers import nested_vectors
+from telescope.index import Collection, Plan
+
+D = 8
+
+
+@pytest.fixture
+def c(tmp_path):
+    c = Collection.create(tmp_path / "c", D, default_plan="4:20,8:5")
+    c.upsert(["a", "b", "c"], nested_vectors(3, D), [{"n": 1}, {"n": 2}, {"n": 3}])
+    return c
+
+
+def _nan():
+    v = nested_vectors(2, D)
+    v[1, 3] = np.nan
+    return v
+
+
+def _inf():
+    v = nested_vectors(1, D)
+    v[0, 0] = np.inf
+    return v
+
+
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (lambda c: c.upsert(["x"], nested_vectors(1, 4)), ValueError, r"vectors: expected shape \(1, 8\), got \(1, 4\)"),
+        (lambda c: c.upsert(["x", "y"], nested_vectors(1, D)), ValueError, r"expected shape \(2, 8\), got \(1, 8\)"),
+        (lambda c: c.upsert(["x", "y"], _nan()), ValueError, r"vectors\[1\]: expected finite values, got nan"),
+        (lambda c: c.upsert(["x"], _inf()), ValueError, r"vectors\[0\]: expected finite values, got inf"),
+        (lambda c: c.upsert(["x"], np.zeros((1, D))), ValueError, r"vectors\[0\]: expected a non-zero vector"),
+        (lambda c: c.upsert(["x", "y", "x"], nested_vectors(3, D)), ValueError, r"ids: expected unique ids in one batch, got 'x' at positions 0 and 2"),
+        (lambda c: c.upsert(["x", ""], nested_vectors(2, D)), ValueError, r"ids\[1\]: expected a non-empty string, got ''"),
+        (lambda c: c.upsert(["x", 7], nested_vectors(2, D)), ValueError, r"ids\[1\]: expected a non-empty string, got 7"),
+        (lambda c: c.upsert("x", nested_vectors(1, D)), TypeError, "ids: expected a list of strings, got str"),
+        (lambda c: c.upsert(["x"], nested_vectors(1, D), [{}, {}]), ValueError, r"payloads: expected 1 payloads"),
+        (lambda c: c.upsert(["x"], nested_vectors(1, D), [{"f": object()}]), ValueError, r"payloads\[0\]: expected JSON"),
+        (lambda c: c.upsert(["x"], nested_vectors(1, D), ["text"]), ValueError, r"payloads\[0\]: expected a dict, got str"),
+        (lambda c: c.upsert(["x"], nested_vectors(1, D), model_version=""), ValueError, "model_version: expected a non-empty string"),
+        (lambda c: c.delete(["a", "zz"]), LookupError, r"1 unknown id\(s\), e\.g\. \['zz'\]; nothing was deleted"),
+        (lambda c: c.delete(["a"], missing="maybe"), ValueError, "missing: expected 'error' or 'ignore', got 'maybe'"),
+        (lambda c: c.search(nested_vectors(1, D), k=0), ValueError, "k: expected an integer >= 1, got 0"),
+        (lambda c: c.search(nested_vectors(1, D), plan="4:20,16:5"), ValueError, "plan: expected stage dims at most the collection's 8, got 16"),
+        (lambda c: c.search(nested_vectors(1, D), plan="8:20,4:5"), ValueError, r"plan\[1\]\.dim: expected more than the previous stage's 8, got 4"),
+        (lambda c: c.search(nested_vectors(1, D), plan="4:5,8:20"), ValueError, r"plan\[1\]\.keep: expected at most the previous stage's 5, got 20"),
+        (lambda c: c.search(nested_vectors(1, D), plan="four:5"), ValueError, "plan: expected stages 'dim:keep'"),
+        (lambda c: c.search(nested_vectors(1, D), plan=""), ValueError, "plan: expected at least one"),
+        (lambda c: c.search(nested_vectors(1, 3)), ValueError, r"queries: expected shape \(n, d\) with 8 <= d <= 8, got \(1, 3\)"),
+        (lambda c: c.search(np.zeros((0, D))), ValueError, "queries: expected at least one query, got none"),
+        (lambda c: c.search(_nan()), ValueError, r"queries\[1\]: expected finite values"),
+    ],
+)
+def test_bad_input_is_refused_and_changes_nothing(c, call, error, message):
+    before = (len(c), c.info()["rows"], c.info()["uncommitted_writes"])
+    with pytest.raises(error, match=message):
+        call(c)
+    assert (len(c), c.info()["rows"], c.info()["uncommitted_writes"]) == before
+    assert [p.payload["n"] for p in c.get(["a", "b", "c"])] == [1, 2, 3]
+
+
+def test_delete_missing_ignore_deletes_the_known(c):
+    assert c.delete(["a", "zz"], missing="ignore") == 1
+    assert c.get(["a", "b"])[0] is None
+
+
+def test_create_refuses_an_existing_collection_and_bad_config(tmp_path):
+    Collection.create(tmp_path / "c", D).close()
+    with pytest.raises(FileExistsError, match="already holds a collection"):
+        Collection.create(tmp_path / "c", D)
+    with pytest.raises(ValueError, match="dim: expected an integer >= 1, got 0"):
+        Collection.create(tmp_path / "d", 0)
+    with pytest.raises(ValueError, match="stage_one.factory: expected a FAISS index-factory string, got 'Nope'"):
+        Collection.create(tmp_path / "e", D, stage_one="Nope")
+    with pytest.raises(LookupError, match="no collection at"):
+        Collection.open(tmp_path / "missing")
+
+
+def test_ivf_needs_enough_vectors_to_train(tmp_path):
+    c = Collection.create(tmp_path / "c", D, stage_one="IVF64,Flat")
+    c.upsert(["a"], nested_vectors(1, D))
+    with pytest.raises(ValueError, match=r"'IVF64,Flat' needs at least 2496 vectors to train, got 1"):
+        c.search(nested_vectors(1, D))
+
+
+def test_plan_written_form_round_trips():
+    p = Plan.parse("32:400, 128:100,384:10")
+    assert str(p) == "32:400,128:100,384:10" and Plan.of([(32, 400), (128, 100), (384, 10)]) == p
+    assert p.flops(1000) == 1000 * 32 + 400 * 128 + 100 * 384
+    assert str(p.for_k(50)) == "32:400,128:100,384:50"
