@@ -24,3 +24,7 @@ test: $(STAMP)
 
 clean:
 	rm -rf .cache build *.egg-info
+
+# Regenerate the gRPC stubs from proto/telescope/v1/*.proto (tests/test_proto_drift.py fails when they are stale).
+proto: $(STAMP)
+	$(BIN)/python -m telescope.proto.build

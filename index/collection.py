@@ -31,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from telescope.index.autoplan import PlanChoice, candidate_plans, recall_at_k, without_self
 from telescope.index.files import write_json, write_npy, write_parquet
 from telescope.index.plan import Plan
 from telescope.index.rerank import rerank
@@ -335,9 +336,23 @@ class Collection:
         r = self._rows
         return Point(r.ids[row], r.vectors[row].copy(), r.payload_of(row), r.version_of(row))
 
-    def search(self, queries: np.ndarray, k: int | None = None, plan: Plan | str | None = None) -> list[list[Hit]]:
-        """Top-``k`` hits per query, coarse-to-fine along ``plan`` (default: the collection's plan)."""
-        scores, rows = self.search_rows(queries, k, plan)
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int | None = None,
+        plan: Plan | str | None = None,
+        *,
+        where: dict | None = None,
+        model_version: str | None = None,
+    ) -> list[list[Hit]]:
+        """Top-``k`` hits per query, coarse-to-fine along ``plan`` (default: the collection's plan).
+
+        ``where`` keeps points whose payload has every given field equal to the given value (exact match:
+        numbers as numbers, strings, booleans, null); ``model_version`` keeps points stored with that model
+        version. Both are applied in stage one with the deleted rows, so fewer than ``k`` hits come back only
+        when fewer points match.
+        """
+        scores, rows = self.search_rows(queries, k, plan, where=where, model_version=model_version)
         with self._lock:
             r = self._rows
             return [
@@ -346,9 +361,15 @@ class Collection:
             ]
 
     def search_rows(
-        self, queries: np.ndarray, k: int | None = None, plan: Plan | str | None = None
+        self,
+        queries: np.ndarray,
+        k: int | None = None,
+        plan: Plan | str | None = None,
+        *,
+        where: dict | None = None,
+        model_version: str | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Scores and row numbers (-1 pads when fewer live rows than k): the search without the payloads."""
+        """Scores and row numbers (-1 pads when fewer matching rows than k): the search without the payloads."""
         plan = Plan.of(plan) if plan is not None else self.default_plan
         plan.check_dim(self.dim)
         plan = plan.for_k(plan.k if k is None else k)
@@ -356,11 +377,64 @@ class Collection:
         with self._lock:
             first = plan.stages[0]
             stage = self._stage_one(first.dim)
-            alive = None if self._rows.live_count == self._rows.n else self._rows.alive
+            alive = self._row_mask(where, model_version)
             scores, rows = stage.search(queries, first.keep, alive)
             for s in plan.stages[1:]:
                 scores, rows = rerank(queries, rows, self._rows.vectors, s.dim, s.keep)
         return scores, rows
+
+    def _row_mask(self, where: dict | None, model_version: str | None) -> np.ndarray | None:
+        """Rows a search may return (bool per row), or None for every row: live, matching ``where`` and version."""
+        r = self._rows
+        mask = None if r.live_count == r.n else r.alive.copy()
+        if model_version is not None:
+            live = sorted({r.versions[c] for c in np.unique(r.version_codes[r.alive])})
+            if model_version not in live:
+                raise LookupError(f"model_version: expected one of the stored versions {live}, got {model_version!r}")
+            by_version = r.version_codes == r.versions.index(model_version)
+            mask = by_version if mask is None else mask & by_version
+        if where:
+            by_payload = r.payload_mask(_check_where(where))
+            mask = by_payload if mask is None else mask & by_payload
+        return mask
+
+    def choose_plan(self, target: float, k: int = 10, sample: int = 500, seed: int = 0) -> PlanChoice:
+        """The cheapest plan whose recall@k against exact full-dim search meets ``target`` on a sample of this
+        collection's own vectors (see telescope.index.autoplan); exact search when none does."""
+        if not isinstance(target, (int, float)) or not 0 < target <= 1:
+            raise ValueError(f"recall_target: expected a number in (0, 1], got {target!r}")
+        with self._lock:
+            live = np.flatnonzero(self._rows.alive)
+            if len(live) <= k + 1:
+                return PlanChoice(Plan.exact(self.dim, k), 1.0, float(target), k, 0, len(live))
+            rng = np.random.default_rng(seed)
+            own = rng.choice(live, size=min(sample, len(live)), replace=False)
+            queries = self._rows.vectors[own]
+            exact = Plan.exact(self.dim, k + 1)
+            truth = without_self(self.search_rows(queries, k + 1, exact)[1], own, k)
+            cfg = self._manifest["stage_one"]
+            first_dims = None if cfg["factory"] == "Flat" else [cfg["dim"]]
+            best: PlanChoice | None = None
+            for plans in candidate_plans(self.dim, k, len(live), first_dims).values():
+                for plan in plans:
+                    if best is not None and plan.flops(len(live)) >= best.plan.flops(len(live)):
+                        break
+                    found = without_self(self.search_rows(queries, k + 1, plan.for_k(k + 1))[1], own, k)
+                    recall = recall_at_k(found, truth)
+                    if recall >= target:
+                        best = PlanChoice(plan, recall, float(target), k, len(own), len(live))
+                        break
+            return best or PlanChoice(Plan.exact(self.dim, k), 1.0, float(target), k, len(own), len(live))
+
+    def set_default_plan(self, plan: Plan | str) -> None:
+        """Make ``plan`` the collection's default (written to the manifest atomically)."""
+        plan = Plan.of(plan)
+        plan.check_dim(self.dim)
+        with self._lock:
+            self._writable()
+            manifest = dict(self._manifest, default_plan=str(plan))
+            write_json(self.path / MANIFEST, manifest)
+            self._manifest = manifest
 
     def _stage_one(self, dim: int) -> StageOne:
         """The stage-one index for a prefix dim, brought up to date with the rows (built on first use).
@@ -451,6 +525,17 @@ def _check_payloads(payloads: Sequence[dict] | None, n: int) -> list[str]:
         except (TypeError, ValueError) as e:
             raise ValueError(f"payloads[{i}]: expected JSON-serialisable values, got {payload!r} ({e})") from e
     return out
+
+
+def _check_where(where: dict) -> dict:
+    if not isinstance(where, dict):
+        raise ValueError(f"where: expected a dict of payload field -> value, got {type(where).__name__}")
+    for key, value in where.items():
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"where: expected non-empty field names, got {key!r}")
+        if value is not None and not isinstance(value, (str, int, float, bool)):
+            raise ValueError(f"where[{key!r}]: expected a string, number, boolean or null, got {value!r}")
+    return where
 
 
 def _check_finite_nonzero(vectors: np.ndarray, field: str) -> None:

@@ -24,6 +24,7 @@ class Rows:
         self.payloads: list[str] = []  # JSON text per row
         self.versions: list[str] = []  # the model versions seen, indexed by code
         self.row_of: dict[str, int] = {}  # live id -> row
+        self._fields: dict[str, list] = {}  # payload field -> its value per row (_MISSING when absent), filled lazily
 
     # -- views -------------------------------------------------------------------------------------------------
     @property
@@ -47,6 +48,20 @@ class Rows:
 
     def payload_of(self, row: int) -> dict:
         return json.loads(self.payloads[row])
+
+    def payload_mask(self, where: dict) -> np.ndarray:
+        """Rows whose payload has every field of ``where`` equal to its value (bool per row)."""
+        mask = np.ones(self.n, dtype=bool)
+        for key, wanted in where.items():
+            values = self._field_values(key)
+            mask &= np.fromiter((_same(v, wanted) for v in values), dtype=bool, count=self.n)
+        return mask
+
+    def _field_values(self, key: str) -> list:
+        values = self._fields.setdefault(key, [])
+        for row in range(len(values), self.n):
+            values.append(json.loads(self.payloads[row]).get(key, _MISSING))
+        return values
 
     # -- changes -----------------------------------------------------------------------------------------------
     def append(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[str], versions: Sequence[str]) -> None:
@@ -126,3 +141,15 @@ class Rows:
             [self.version_of(r) for r in keep],
         )
         return rows
+
+
+_MISSING = object()
+
+
+def _same(stored: object, wanted: object) -> bool:
+    """Exact match of payload values: booleans only equal booleans (JSON true is not 1), numbers compare as numbers."""
+    if isinstance(stored, bool) or isinstance(wanted, bool):
+        return type(stored) is type(wanted) and stored == wanted
+    if stored is _MISSING or isinstance(stored, (list, dict)):
+        return False
+    return stored == wanted

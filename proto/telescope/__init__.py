@@ -1,0 +1,1 @@
+"""telescope.proto.telescope: the `telescope` protobuf package (sources and generated stubs)."""

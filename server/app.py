@@ -1,0 +1,146 @@
+"""The telescope gRPC server: the four telescope.v1 services plus the standard health and reflection services.
+
+``TelescopeServer(config).start()`` binds (port 0 picks a free one) and serves at once with health
+NOT_SERVING; ``load()`` opens the collections and models and flips health to SERVING; ``stop(grace)`` flips
+health to NOT_SERVING, refuses new calls, lets calls in flight finish for up to ``grace`` seconds, then
+commits and closes every collection. Gzip compresses responses to clients that accept it; requests in gzip
+are always accepted. Messages up to 64 MiB; over that, and over ``max_concurrent_rpcs`` calls at once, gRPC
+itself answers RESOURCE_EXHAUSTED. Binds 127.0.0.1 unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from telescope.embedder import DEFAULT_MODEL
+from telescope.proto.telescope.v1 import (
+    collections_pb2,
+    collections_pb2_grpc,
+    embed_pb2,
+    embed_pb2_grpc,
+    points_pb2,
+    points_pb2_grpc,
+    search_pb2,
+    search_pb2_grpc,
+)
+from telescope.server.auth import TokenAuth
+from telescope.server.collections import CollectionsServicer
+from telescope.server.embed import EmbedServicer
+from telescope.server.limits import Limits
+from telescope.server.points import PointsServicer
+from telescope.server.registry import Registry
+from telescope.server.search import SearchServicer
+from telescope.server.state import ServerState
+
+log = logging.getLogger("telescope.server")
+
+SERVICES = [
+    collections_pb2.DESCRIPTOR.services_by_name["Collections"].full_name,
+    points_pb2.DESCRIPTOR.services_by_name["Points"].full_name,
+    search_pb2.DESCRIPTOR.services_by_name["Search"].full_name,
+    embed_pb2.DESCRIPTOR.services_by_name["Embed"].full_name,
+]
+
+
+@dataclass
+class ServerConfig:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 50051
+    token: str | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    model: str = DEFAULT_MODEL
+    max_workers: int = 16
+    gzip: bool = True
+    limits: Limits = field(default_factory=Limits)
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("--tls-cert / --tls-key: expected both or neither, got one")
+        for flag, path in (("--tls-cert", self.tls_cert), ("--tls-key", self.tls_key)):
+            if path is not None and not Path(path).is_file():
+                raise FileNotFoundError(f"{flag}: no such file {str(path)!r}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"--port: expected 0..65535 (0 picks a free port), got {self.port}")
+        if self.max_workers < 1:
+            raise ValueError(f"--max-workers: expected at least 1, got {self.max_workers}")
+
+
+class TelescopeServer:
+    def __init__(self, config: ServerConfig):
+        self.config = config
+        self.state = ServerState(Registry(config.data_dir, config.model), config.limits)
+        self.health = health.HealthServicer()
+        self.port: int | None = None
+        self._server: grpc.Server | None = None
+
+    @property
+    def stats(self):
+        return self.state.stats
+
+    @property
+    def target(self) -> str:
+        host = self.config.host
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+
+    def start(self) -> int:
+        """Bind and start answering (health NOT_SERVING until ``load``); returns the bound port."""
+        c = self.config
+        limits = c.limits
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=c.max_workers, thread_name_prefix="telescope-rpc"),
+            interceptors=[TokenAuth(c.token)] if c.token else [],
+            options=[
+                ("grpc.max_receive_message_length", limits.max_message_bytes),
+                ("grpc.max_send_message_length", limits.max_message_bytes),
+                ("grpc.so_reuseport", 0),
+            ],
+            maximum_concurrent_rpcs=limits.max_concurrent_rpcs,
+            compression=grpc.Compression.Gzip if c.gzip else None,
+        )
+        collections_pb2_grpc.add_CollectionsServicer_to_server(CollectionsServicer(self.state), server)
+        points_pb2_grpc.add_PointsServicer_to_server(PointsServicer(self.state), server)
+        search_pb2_grpc.add_SearchServicer_to_server(SearchServicer(self.state), server)
+        embed_pb2_grpc.add_EmbedServicer_to_server(EmbedServicer(self.state), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        for service in ["", *SERVICES]:
+            self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        reflection.enable_server_reflection([*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+        address = f"[{c.host}]:{c.port}" if ":" in c.host else f"{c.host}:{c.port}"
+        try:
+            if c.tls_cert is not None:
+                credentials = grpc.ssl_server_credentials([(Path(c.tls_key).read_bytes(), Path(c.tls_cert).read_bytes())])
+                port = server.add_secure_port(address, credentials)
+            else:
+                port = server.add_insecure_port(address)
+        except RuntimeError as e:
+            raise RuntimeError(f"--host/--port: cannot bind {address} ({e})") from None
+        if port == 0:
+            raise RuntimeError(f"--host/--port: cannot bind {address} (in use or not a local address)")
+        server.start()
+        self._server, self.port = server, port
+        return port
+
+    def load(self) -> list[str]:
+        """Open every collection and its model, then report SERVING; returns the collection names."""
+        names = self.state.registry.load()
+        self.state.loaded.set()
+        for service in ["", *SERVICES]:
+            self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        return names
+
+    def stop(self, grace: float = 30.0) -> list[str]:
+        """Drain and shut down: NOT_SERVING, no new calls, calls in flight finish (up to ``grace`` s), commit all."""
+        self.health.enter_graceful_shutdown()
+        if self._server is not None:
+            self._server.stop(grace).wait()
+            self._server = None
+        return self.state.registry.close()

@@ -1,0 +1,67 @@
+"""The telescope.v1.Collections servicer: create, get, list and delete collections by name."""
+
+from __future__ import annotations
+
+import grpc
+
+from telescope.index import Collection
+from telescope.proto.telescope.v1 import collections_pb2 as pb
+from telescope.proto.telescope.v1 import collections_pb2_grpc
+from telescope.server.errors import rpc
+from telescope.server.state import ServerState
+
+
+def collection_info(name: str, collection: Collection) -> pb.CollectionInfo:
+    info = collection.info()
+    return pb.CollectionInfo(
+        name=name,
+        points=info["points"],
+        dim=info["dim"],
+        default_plan=info["default_plan"],
+        model=info["properties"].get("model", ""),
+        model_version=info["properties"].get("model_version", ""),
+        model_versions=info["model_versions"],
+        generation=info["generation"],
+        stage_one=info["stage_one"]["factory"],
+        uncommitted_writes=info["uncommitted_writes"],
+    )
+
+
+class CollectionsServicer(collections_pb2_grpc.CollectionsServicer):
+    def __init__(self, state: ServerState):
+        self.state = state
+        self.stats = state.stats
+
+    @rpc
+    def Create(self, request: pb.CreateCollectionRequest, context: grpc.ServicerContext) -> pb.CollectionInfo:
+        self.state.ready()
+        collection = self.state.registry.create(
+            request.name,
+            model=request.model or None,
+            dim=request.dim if request.HasField("dim") else None,
+            plan=request.plan or None,
+            stage_one=request.stage_one or "Flat",
+            stage_one_params=request.stage_one_params,
+        )
+        return collection_info(request.name, collection)
+
+    @rpc
+    def Get(self, request: pb.GetCollectionRequest, context: grpc.ServicerContext) -> pb.CollectionInfo:
+        return collection_info(request.name, self.state.collection(request.name, field="name"))
+
+    @rpc
+    def List(self, request: pb.ListCollectionsRequest, context: grpc.ServicerContext) -> pb.ListCollectionsResponse:
+        self.state.ready()
+        registry = self.state.registry
+        infos = []
+        for name in registry.names():
+            try:
+                infos.append(collection_info(name, registry.collection(name)))
+            except LookupError:  # deleted meanwhile
+                continue
+        return pb.ListCollectionsResponse(collections=infos)
+
+    @rpc
+    def Delete(self, request: pb.DeleteCollectionRequest, context: grpc.ServicerContext) -> pb.DeleteCollectionResponse:
+        self.state.ready()
+        return pb.DeleteCollectionResponse(points=self.state.registry.delete(request.name))

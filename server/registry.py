@@ -1,0 +1,152 @@
+"""The collections and models a server holds: one collection per directory under its data directory.
+
+Opens every collection at start (the server reports NOT_SERVING meanwhile), loads each model a collection
+names once and shares it, creates and deletes collections by name, and commits and closes them all at
+shutdown. A collection's query model is the ``model`` property recorded when it was created (as
+``telescope index create`` records it).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+from pathlib import Path
+
+from telescope.embedder import DEFAULT_MODEL, Embedder, load_embedder
+from telescope.index import Collection
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+MANIFEST = "manifest.json"
+
+
+def check_name(name: str, field: str = "name") -> str:
+    if not isinstance(name, str) or not NAME.fullmatch(name) or ".." in name:
+        raise ValueError(f"{field}: expected 1-64 characters of [A-Za-z0-9_.-] starting with a letter or digit, got {name!r}")
+    return name
+
+
+def model_location(model: str) -> str:
+    """How a collection records its model: ``"default"`` or the folder's absolute path."""
+    return DEFAULT_MODEL if model == DEFAULT_MODEL else str(Path(model).resolve())
+
+
+class Registry:
+    def __init__(self, data_dir: str | Path, default_model: str = DEFAULT_MODEL):
+        self.data_dir = Path(data_dir)
+        self.default_model = model_location(default_model)
+        self._collections: dict[str, Collection] = {}
+        self._embedders: dict[str, Embedder] = {}
+        self._lock = threading.RLock()
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+    def load(self) -> list[str]:
+        """Open every collection under the data directory and load the models they name; returns their names."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.embedder(self.default_model)
+        for path in sorted(p for p in self.data_dir.iterdir() if (p / MANIFEST).is_file()):
+            collection = Collection.open(path)
+            with self._lock:
+                self._collections[path.name] = collection
+            if "model" in collection.properties:
+                self.embedder(collection.properties["model"])
+        return self.names()
+
+    def close(self) -> list[str]:
+        """Commit and close every collection (called after the last request drained); returns their names."""
+        with self._lock:
+            names = sorted(self._collections)
+            for name in names:
+                self._collections.pop(name).close()
+            return names
+
+    # -- collections -------------------------------------------------------------------------------------------
+    def names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._collections)
+
+    def collection(self, name: str, field: str = "collection") -> Collection:
+        with self._lock:
+            found = self._collections.get(name)
+            if found is None:
+                check_name(name, field)
+                known = sorted(self._collections)
+                shown = known[:20] + (["..."] if len(known) > 20 else [])
+                raise LookupError(f"{field}: expected one of the server's collections {shown}, got {name!r}")
+            return found
+
+    def create(
+        self,
+        name: str,
+        model: str | None = None,
+        dim: int | None = None,
+        plan: str | None = None,
+        stage_one: str = "Flat",
+        stage_one_params: str = "",
+    ) -> Collection:
+        check_name(name)
+        location = model_location(model or self.default_model)
+        embedder = self.embedder(location, field="model")
+        with self._lock:
+            path = self.data_dir / name
+            if name in self._collections or (path / MANIFEST).exists():
+                raise FileExistsError(f"name: expected a new collection name, got {name!r} (it exists)")
+            collection = Collection.create(
+                path,
+                embedder.full_dim if dim is None else dim,
+                default_plan=plan,
+                stage_one=stage_one,
+                stage_one_params=stage_one_params,
+                properties={"model": location, "model_version": embedder.manifest.tag},
+            )
+            self._collections[name] = collection
+            return collection
+
+    def delete(self, name: str) -> int:
+        """Close a collection and remove its directory; returns how many points it held."""
+        with self._lock:
+            collection = self.collection(name, field="name")
+            del self._collections[name]
+            points = len(collection)
+            collection.close()
+            shutil.rmtree(collection.path)
+            return points
+
+    # -- models ------------------------------------------------------------------------------------------------
+    def embedder(self, model: str, field: str = "model") -> Embedder:
+        """The model at a location (``"default"`` or a folder), loaded once."""
+        location = model_location(model)
+        with self._lock:
+            found = self._embedders.get(location)
+        if found is not None:
+            return found
+        try:
+            embedder = load_embedder(location)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{field}: {e}") from None
+        with self._lock:
+            return self._embedders.setdefault(location, embedder)
+
+    def held_model(self, name: str, field: str = "model") -> Embedder:
+        """A model the server already holds, by location or by version tag; ``""`` is the server's default."""
+        with self._lock:
+            if not name:
+                return self._embedders[self.default_model]
+            for location, embedder in self._embedders.items():
+                if name in (location, embedder.manifest.tag) or model_location(name) == location:
+                    return embedder
+            held = sorted({e.manifest.tag for e in self._embedders.values()} | set(self._embedders))
+        raise LookupError(f"{field}: expected a model the server holds (by location or version) {held}, got {name!r}")
+
+    def query_model(self, collection: Collection, version: str = "", field: str = "model_version") -> Embedder:
+        """The model that embeds text for ``collection``: its own, or the held model of ``version``."""
+        model = collection.properties.get("model")
+        if model is None:
+            raise RuntimeError(
+                f"collection {collection.path.name!r}: expected a 'model' property to embed text with, got none; "
+                "send vectors"
+            )
+        own = self.embedder(model)
+        if not version or version == own.manifest.tag:
+            return own
+        return self.held_model(version, field)

@@ -1,0 +1,180 @@
+"""The telescope.v1.Search servicer: nearest points to a text or a vector, coarse-to-fine.
+
+A request is checked field by field first (so the error names the field), then text queries are embedded
+together, then searches that share plan, k, filter and model version run as one batch in the index (FAISS and
+the re-ranking are much faster per query in batches). Deadlines are checked between those steps.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+
+from telescope.embedder import Embedder
+from telescope.index import Collection, Plan
+from telescope.proto.telescope.v1 import common_pb2, search_pb2 as pb
+from telescope.proto.telescope.v1 import search_pb2_grpc
+from telescope.server.convert import filter_dict, struct_message, vector_values
+from telescope.server.errors import check_alive, rpc
+from telescope.server.state import ServerState
+
+EMBED_CHUNK = 64  # query texts embedded between two deadline checks
+
+
+@dataclass
+class Query:
+    """One checked search request."""
+
+    text: str | None
+    vector: np.ndarray | None
+    k: int
+    plan: Plan
+    where: dict
+    model_version: str | None
+    with_payload: bool
+    embedder: Embedder | None
+
+    def batch_key(self) -> tuple:
+        dim = None if self.vector is None else len(self.vector)
+        return (str(self.plan), self.k, json.dumps(self.where, sort_keys=True), self.model_version, dim)
+
+
+class SearchServicer(search_pb2_grpc.SearchServicer):
+    def __init__(self, state: ServerState):
+        self.state = state
+        self.stats = state.stats
+
+    @rpc
+    def Search(self, request: pb.SearchRequest, context: grpc.ServicerContext) -> pb.SearchResponse:
+        collection = self.state.collection(request.collection)
+        return self._run([self._query(request, collection, "")], collection, context)[0]
+
+    @rpc
+    def SearchBatch(self, request: pb.SearchBatchRequest, context: grpc.ServicerContext) -> pb.SearchBatchResponse:
+        limits = self.state.limits
+        collection = self.state.collection(request.collection)
+        limits.check_count("searches", len(request.searches), limits.max_searches_per_batch)
+        if not request.searches:
+            raise ValueError("searches: expected at least one search, got none")
+        queries = []
+        for i, search in enumerate(request.searches):
+            if search.collection not in ("", request.collection):
+                raise ValueError(
+                    f"searches[{i}].collection: expected '' or {request.collection!r}, got {search.collection!r}"
+                )
+            queries.append(self._query(search, collection, f"searches[{i}]."))
+        return pb.SearchBatchResponse(results=self._run(queries, collection, context))
+
+    # -- checking ----------------------------------------------------------------------------------------------
+    def _query(self, request: pb.SearchRequest, collection: Collection, at: str) -> Query:
+        limits = self.state.limits
+        kind = request.WhichOneof("query")
+        if kind is None:
+            raise ValueError(f"{at}query: expected a text or a vector, got neither")
+        plan = self._plan(request, collection, at)
+        k = plan.k
+        if request.HasField("k"):
+            k = request.k
+            if not 1 <= k <= limits.max_k:
+                raise ValueError(f"{at}k: expected an integer in 1..{limits.max_k}, got {k}")
+        plan = plan.for_k(k)
+        where = filter_dict(request.filter, f"{at}filter")
+        version = request.model_version or None
+        text = vector = embedder = None
+        if kind == "text":
+            text = request.text
+            if not text.strip():
+                raise ValueError(f"{at}text: expected a non-empty query text, got {text!r}")
+            limits.check_text(f"{at}text", text)
+            embedder = self.state.registry.query_model(collection, request.model_version, f"{at}model_version")
+        else:
+            vector = vector_values(request.vector, f"{at}vector", (plan.max_dim, collection.dim))
+            if not vector[: plan.stages[0].dim].any():
+                raise ValueError(f"{at}vector: expected a non-zero first {plan.stages[0].dim} values, got all zeros")
+        with_payload = request.with_payload if request.HasField("with_payload") else True
+        return Query(text, vector, k, plan, where, version, with_payload, embedder)
+
+    def _plan(self, request: pb.SearchRequest, collection: Collection, at: str) -> Plan:
+        strategy = request.WhichOneof("strategy")
+        if strategy == "plan":
+            try:
+                plan = Plan.parse(request.plan)
+            except ValueError as e:
+                raise ValueError(f"{at}{e}") from None
+            if plan.max_dim > collection.dim:
+                raise ValueError(
+                    f"{at}plan: expected stage dims at most the collection's dim {collection.dim}, "
+                    f"got {request.plan!r} (largest dim {plan.max_dim})"
+                )
+            return plan
+        if strategy == "recall_target":
+            target = request.recall_target
+            if not (math.isfinite(target) and 0 < target <= 1):
+                raise ValueError(f"{at}recall_target: expected a recall@k in (0, 1], got {target}")
+            choose = getattr(collection, "plan_for_recall", None)
+            if choose is None:
+                raise NotImplementedError(
+                    f"{at}recall_target: this server's index cannot pick plans by recall yet; send an explicit plan"
+                )
+            return Plan.of(choose(target))
+        return collection.default_plan
+
+    # -- running -----------------------------------------------------------------------------------------------
+    def _run(self, queries: list[Query], collection: Collection, context: grpc.ServicerContext) -> list[pb.SearchResponse]:
+        embed_ms = self._embed_texts(queries, context)
+        groups: dict[tuple, list[int]] = {}
+        for i, q in enumerate(queries):
+            groups.setdefault(q.batch_key(), []).append(i)
+        results: list[pb.SearchResponse | None] = [None] * len(queries)
+        for indices in groups.values():
+            check_alive(context, "searching")
+            first = queries[indices[0]]
+            start = time.perf_counter()
+            hits = collection.search(
+                np.stack([queries[i].vector for i in indices]), first.k, first.plan,
+                where=first.where or None, model_version=first.model_version,
+            )
+            search_ms = 1000 * (time.perf_counter() - start)
+            for i, row in zip(indices, hits):
+                q = queries[i]
+                results[i] = pb.SearchResponse(
+                    hits=[
+                        common_pb2.Hit(
+                            id=h.id,
+                            score=h.score,
+                            payload=struct_message(h.payload) if q.with_payload else None,
+                            model_version=h.model_version,
+                        )
+                        for h in row
+                    ],
+                    plan=str(q.plan),
+                    model_version=(q.embedder.manifest.tag if q.embedder else q.model_version or ""),
+                    embed_ms=embed_ms.get(i, 0.0),
+                    search_ms=search_ms,
+                )
+        return results
+
+    def _embed_texts(self, queries: list[Query], context: grpc.ServicerContext) -> dict[int, float]:
+        """Embed the text queries in place (grouped by model); returns milliseconds spent per query index."""
+        by_model: dict[int, list[int]] = {}
+        for i, q in enumerate(queries):
+            if q.text is not None:
+                by_model.setdefault(id(q.embedder), []).append(i)
+        spent: dict[int, float] = {}
+        for indices in by_model.values():
+            embedder = queries[indices[0]].embedder
+            start = time.perf_counter()
+            for s in range(0, len(indices), EMBED_CHUNK):
+                check_alive(context, "embedding the query texts")
+                chunk = indices[s : s + EMBED_CHUNK]
+                vectors = embedder.encode([queries[i].text for i in chunk])
+                for i, v in zip(chunk, vectors):
+                    queries[i].vector = v
+            ms = 1000 * (time.perf_counter() - start)
+            spent.update({i: ms for i in indices})
+        return spent

@@ -1,0 +1,28 @@
+"""What every servicer shares: the registry, the limits, the counters, and whether the server is ready."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from telescope.index import Collection
+from telescope.server.errors import Stats, Unavailable
+from telescope.server.limits import Limits
+from telescope.server.registry import Registry
+
+
+@dataclass
+class ServerState:
+    registry: Registry
+    limits: Limits = field(default_factory=Limits)
+    stats: Stats = field(default_factory=Stats)
+    loaded: threading.Event = field(default_factory=threading.Event)
+
+    def collection(self, name: str, field: str = "collection") -> Collection:
+        """A loaded collection by name (UNAVAILABLE while the server is still loading)."""
+        self.ready()
+        return self.registry.collection(name, field)
+
+    def ready(self) -> None:
+        if not self.loaded.is_set():
+            raise Unavailable("server: expected SERVING, got NOT_SERVING (collections are still loading); retry")
