@@ -1,0 +1,114 @@
+"""The on-disk cache of embeddings for evaluation, so that re-running a grid or a plan never re-encodes.
+
+A cached entry is one layer's full-dim unit vectors of one list of texts, keyed by the model hash (weights and
+config, ``Embedder.model_hash``) and the data hash (sha256 of the texts, in order)::
+
+    <root>/<model_hash>/<texts_hash>-L<layer>.npy
+
+Every (layer, dim) point is cut from its layer's entry: ``normalize(normalize(x)[:d]) = normalize(x[:d])``,
+so one entry per layer serves every dim. Missing layers are encoded together in one forward pass
+(``Embedder.encode_grid``). Files are written to a temporary name and renamed, so a cut run leaves no torn
+entry. Small JSON results (the reference evaluator's figures) are kept under the same root.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from telescope.embedder import Embedder
+from telescope.index import prefix_normalize
+
+DEFAULT_CACHE = Path(".cache/embeddings")
+
+
+def texts_hash(texts: Sequence[str]) -> str:
+    digest = hashlib.sha256(str(len(texts)).encode())
+    for text in texts:
+        digest.update(b"\x00")
+        digest.update(text.encode("utf-8"))
+    return digest.hexdigest()[:16]
+
+
+class EmbeddingCache:
+    """``EmbeddingCache(root)`` caches on disk; ``EmbeddingCache(None)`` encodes every time."""
+
+    def __init__(self, root: str | Path | None = DEFAULT_CACHE):
+        self.root = Path(root) if root is not None else None
+        self.hits = 0  # layer entries read from disk
+        self.misses = 0  # layer entries encoded
+
+    def grid(
+        self,
+        embedder: Embedder,
+        texts: Sequence[str],
+        points: Sequence[tuple[int, int]],
+        batch_size: int = 64,
+        show_progress: bool = False,
+    ) -> dict[tuple[int, int], np.ndarray]:
+        """Unit vectors ``{(layer, dim): (len(texts), dim)}``, encoding only the layers not cached."""
+        points = [embedder.check_point(layer, dim) for layer, dim in points]
+        layers = self.layers(embedder, texts, sorted({layer for layer, _ in points}), batch_size, show_progress)
+        return {(layer, dim): prefix_normalize(layers[layer], dim) for layer, dim in points}
+
+    def layers(
+        self,
+        embedder: Embedder,
+        texts: Sequence[str],
+        layers: Sequence[int],
+        batch_size: int = 64,
+        show_progress: bool = False,
+    ) -> dict[int, np.ndarray]:
+        """Full-dim unit vectors per layer, from disk where cached, else from one forward pass."""
+        out: dict[int, np.ndarray] = {}
+        missing = []
+        data = texts_hash(texts)
+        for layer in layers:
+            path = self._path(embedder, data, layer)
+            if path is not None and path.is_file():
+                vectors = np.load(path)
+                if vectors.shape == (len(texts), embedder.full_dim):
+                    out[layer] = vectors
+                    self.hits += 1
+                    continue
+            missing.append(layer)
+        if missing:
+            encoded = embedder.encode_grid(
+                texts, [(layer, embedder.full_dim) for layer in missing], batch_size=batch_size, show_progress=show_progress
+            )
+            for layer in missing:
+                out[layer] = encoded[(layer, embedder.full_dim)].astype(np.float32, copy=False)
+                self.misses += 1
+                path = self._path(embedder, data, layer)
+                if path is not None:
+                    _write_atomic(path, lambda f, v=out[layer]: np.save(f, v))
+        return out
+
+    def _path(self, embedder: Embedder, data: str, layer: int) -> Path | None:
+        if self.root is None:
+            return None
+        return self.root / embedder.model_hash / f"{data}-L{layer}.npy"
+
+    def get_json(self, key: str) -> dict | None:
+        if self.root is None or not (self.root / f"{key}.json").is_file():
+            return None
+        return json.loads((self.root / f"{key}.json").read_text())
+
+    def put_json(self, key: str, value: dict) -> None:
+        if self.root is not None:
+            _write_atomic(self.root / f"{key}.json", lambda f: f.write(json.dumps(value, indent=2).encode()))
+
+
+def _write_atomic(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
