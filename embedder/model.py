@@ -146,7 +146,11 @@ class Embedder:
                 features = {k: v.to(self.model.device) for k, v in features.items() if isinstance(v, torch.Tensor)}
                 hidden = self._hidden_states(features)
                 for layer in layers:
-                    pooled_features = {"token_embeddings": hidden[layer], "attention_mask": features["attention_mask"]}
+                    pooled_features = {
+                        "token_embeddings": hidden[layer],
+                        "all_layer_embeddings": tuple(hidden[: layer + 1]),  # read by multi-layer pooling only
+                        "attention_mask": features["attention_mask"],
+                    }
                     pooled[layer].append(pooling(pooled_features)["sentence_embedding"].float())
                 advance(len(features["attention_mask"]))
         inverse = torch.from_numpy(np.argsort(order))
@@ -159,7 +163,9 @@ class Embedder:
     def _pooling(self) -> torch.nn.Module:
         from sentence_transformers.sentence_transformer.modules import Pooling
 
-        if len(self.model) < 2 or not isinstance(self.model[1], Pooling):
+        from telescope.embedder.pooling_mltp import MultiLayerTrainablePooling
+
+        if len(self.model) < 2 or not isinstance(self.model[1], (Pooling, MultiLayerTrainablePooling)):
             raise ValueError(f"model: encode_grid expects Transformer then Pooling modules, got {self.model}")
         return self.model[1]
 
@@ -231,9 +237,28 @@ def load_embedder(model: str | Path | None = DEFAULT_MODEL, device: str | None =
     """Load the packaged default model (``"default"``) or a sentence-transformers folder, offline."""
     path = resolve_model_path(model)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    st = SentenceTransformer(str(path), device=device, local_files_only=True)
+    st = SentenceTransformer(
+        str(path), device=device, local_files_only=True, trust_remote_code=uses_only_own_modules(path)
+    )
     manifest = ModelManifest.load(path) or _describe(st, path, is_default=(model in (None, DEFAULT_MODEL)))
     return Embedder(st, manifest, path)
+
+
+def uses_only_own_modules(path: Path) -> bool:
+    """True when the folder's modules.json names a telescope module (e.g. multi-layer trainable pooling) and
+    every module class is sentence-transformers' or telescope's own, and no config asks for code from the
+    folder (``auto_map``): then loading may import those installed classes and nothing else."""
+    import json
+
+    modules_file = path / "modules.json"
+    if not modules_file.exists():
+        return False
+    types = [m.get("type", "") for m in json.loads(modules_file.read_text())]
+    if not any(t.startswith("telescope.") for t in types):
+        return False
+    if not all(t.startswith(("sentence_transformers.", "telescope.embedder.")) for t in types):
+        return False
+    return not any("auto_map" in json.loads(f.read_text()) for f in path.rglob("config*.json") if f.is_file())
 
 
 def _describe(st: SentenceTransformer, path: Path, is_default: bool) -> ModelManifest:

@@ -1,0 +1,78 @@
+"""``telescope train``: fine-tune (or SMAE pre-train) a nested-embedding model; resumable; writes a model folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)
+
+
+def train(
+    objective: Annotated[str, typer.Option(help="plain | mrl | 2dmse | 2dmse-paper | starbucks | starbucks-mae")],
+    data: Annotated[list[Path], typer.Option(help="Training file (repeatable): pairs/triplets/scored TSV, or text lines for starbucks-mae.")],
+    out: Annotated[Path, typer.Option(help="Output model folder (checkpoints under OUT/checkpoints; rerun to resume).")],
+    base: Annotated[str, typer.Option(help="'default' (packaged all-MiniLM-L6-v2) or a model folder.")] = "default",
+    pooling: Annotated[Optional[str], typer.Option(help="mean | mltp (default: the base model's own pooling).")] = None,
+    pairs: Annotated[Optional[str], typer.Option(help="Trained (layer:dim) pairs, e.g. 1:16,2:32 (default: the base's).")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Optimizer steps (or --epochs).")] = None,
+    epochs: Annotated[Optional[float], typer.Option(help="Passes over the data (or --steps).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Examples per step (in-batch negatives for MNRL).")] = 32,
+    seed: Annotated[int, typer.Option(help="Seed of data order, sampling and initialisation.")] = 0,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate of the encoder.")] = 2e-5,
+    head_lr: Annotated[float, typer.Option(help="Learning rate of fresh heads (MLTP; SMAE's MLM head and decoder).")] = 1e-3,
+    warmup: Annotated[float, typer.Option(help="Linear warm-up, fraction of the steps.")] = 0.1,
+    kl_weight: Annotated[float, typer.Option(help="Weight of the score-distribution KL (starbucks, 2dmse-paper); 0 = off.")] = 1.0,
+    kl_temperature: Annotated[float, typer.Option(help="Temperature of that KL.")] = 0.05,
+    mltp_latents: Annotated[int, typer.Option(help="MLTP latent queries.")] = 32,
+    mltp_heads: Annotated[Optional[int], typer.Option(help="MLTP attention heads (default: H/64).")] = None,
+    save_steps: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 100,
+    max_rows: Annotated[Optional[int], typer.Option(help="Use only the first N rows of each file (after the seeded shuffle).")] = None,
+    dev_sts: Annotated[Optional[str], typer.Option(help="STS-B dev TSV for the end-of-training grid ('' skips).")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (default: torch's).")] = None,
+) -> None:
+    """Train with one objective and write a telescope model folder (manifest with objective, pairs, data hash,
+    seed, steps, speed, peak memory and the STS-B dev grid)."""
+    import torch
+
+    from telescope.embedder.training import DEFAULT_STS_DEV, TrainConfig, parse_pairs
+    from telescope.embedder.training import train as run
+
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"--threads: expected >= 1, got {threads}")
+        torch.set_num_threads(threads)
+    config = TrainConfig(
+        objective=objective,
+        data=[str(d) for d in data],
+        out=str(out),
+        base=base,
+        pooling=pooling,
+        pairs=parse_pairs(pairs) if pairs else None,
+        steps=steps,
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        learning_rate=lr,
+        head_learning_rate=head_lr,
+        warmup_ratio=warmup,
+        kl_weight=kl_weight,
+        kl_temperature=kl_temperature,
+        mltp_latents=mltp_latents,
+        mltp_heads=mltp_heads,
+        save_steps=save_steps,
+        max_rows=max_rows,
+        dev_sts=(dev_sts or None) if dev_sts is not None else str(DEFAULT_STS_DEV),
+    )
+    manifest = run(config)
+    t = manifest.training
+    Console(stderr=True).print(
+        f"wrote {out}: {t['objective']} ({t['loss']}), {t['steps']} steps, "
+        f"{t['steps_per_second']} steps/s, peak RSS {t['peak_rss_mb']} MB; "
+        f"STS-B dev mean over pairs {manifest.eval.get('stsb_dev_pairs_mean')}"
+    )
