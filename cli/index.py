@@ -43,14 +43,22 @@ def add(
     id_column: Annotated[str, typer.Option(help="Column holding the id.")] = "id",
     text_column: Annotated[str, typer.Option(help="Column holding the text to embed.")] = "text",
     batch_size: Annotated[int, typer.Option(help="Texts per batch.")] = 256,
+    remote: Annotated[Optional[str], typer.Option(help="HOST:PORT of a telescope server; PATH is then a collection name there.")] = None,
+    token: Annotated[Optional[str], typer.Option(help="Bearer token for --remote.", envvar="TELESCOPE_TOKEN")] = None,
+    tls_ca: Annotated[Optional[Path], typer.Option(help="CA certificate of a --remote server that serves TLS.", envvar="TELESCOPE_TLS_CA")] = None,
 ) -> None:
-    """Embed a file of documents with the collection's model and upsert them."""
+    """Embed a file of documents with the collection's model and upsert them (--remote: the server embeds)."""
     from telescope.cli.models import collection_embedder
     from telescope.index import Collection
     from telescope.pipelines import ingest
     from telescope.pipelines.sources import read_table, texts_from
 
     ids, texts, payloads = texts_from(read_table(source), id_column, text_column)
+    if remote is not None:
+        from telescope.cli.remote import remote_add
+
+        Console().print(remote_add(remote, token, tls_ca, str(path), ids, texts, payloads, batch_size))
+        return
     with Collection.open(path) as c:
         embedder = collection_embedder(c)
         report = ingest(c, embedder, ids, texts, payloads, batch_size=batch_size)

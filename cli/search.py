@@ -20,18 +20,27 @@ def search(
     query: Annotated[list[str], typer.Argument(help="Query text(s).")],
     k: Annotated[int, typer.Option("--k", "-k", help="Hits per query.")] = 10,
     plan: Annotated[Optional[str], typer.Option(help="Search plan, e.g. '64:400,384:10' (default: the collection's).")] = None,
+    remote: Annotated[Optional[str], typer.Option(help="HOST:PORT of a telescope server; PATH is then a collection name there.")] = None,
+    token: Annotated[Optional[str], typer.Option(help="Bearer token for --remote.", envvar="TELESCOPE_TOKEN")] = None,
+    tls_ca: Annotated[Optional[Path], typer.Option(help="CA certificate of a --remote server that serves TLS.", envvar="TELESCOPE_TLS_CA")] = None,
 ) -> None:
-    """Embed the query with the collection's model and search coarse-to-fine."""
+    """Embed the query with the collection's model and search coarse-to-fine (--remote: on a server)."""
     from telescope.cli.models import collection_embedder
     from telescope.index import Collection
 
-    c = Collection.open(path, read_only=True)
-    embedder = collection_embedder(c)
-    start = time.perf_counter()
-    vectors = embedder.encode(query)
-    embedded = time.perf_counter()
-    hits = c.search(vectors, k=k, plan=plan)
-    done = time.perf_counter()
+    if remote is not None:
+        from telescope.cli.remote import remote_search
+
+        hits, timing = remote_search(remote, token, tls_ca, str(path), query, k, plan)
+    else:
+        c = Collection.open(path, read_only=True)
+        embedder = collection_embedder(c)
+        start = time.perf_counter()
+        vectors = embedder.encode(query)
+        embedded = time.perf_counter()
+        hits = c.search(vectors, k=k, plan=plan)
+        done = time.perf_counter()
+        timing = f"embed {1000 * (embedded - start):.1f} ms, search {1000 * (done - embedded):.1f} ms, plan {plan or c.default_plan}"
     console = Console()
     for text, row in zip(query, hits):
         table = Table(title=text, title_justify="left")
@@ -40,7 +49,7 @@ def search(
         for i, hit in enumerate(row, 1):
             table.add_row(str(i), f"{hit.score:.4f}", hit.id, _short(hit.payload))
         console.print(table)
-    console.print(f"embed {1000 * (embedded - start):.1f} ms, search {1000 * (done - embedded):.1f} ms, plan {plan or c.default_plan}")
+    console.print(timing)
 
 
 def _short(payload: dict, width: int = 100) -> str:

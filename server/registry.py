@@ -86,7 +86,7 @@ class Registry:
     ) -> Collection:
         check_name(name)
         location = model_location(model or self.default_model)
-        embedder = self.embedder(location, field="model")
+        embedder = self.embedder(location)
         with self._lock:
             path = self.data_dir / name
             if name in self._collections or (path / MANIFEST).exists():
@@ -113,17 +113,14 @@ class Registry:
             return points
 
     # -- models ------------------------------------------------------------------------------------------------
-    def embedder(self, model: str, field: str = "model") -> Embedder:
+    def embedder(self, model: str) -> Embedder:
         """The model at a location (``"default"`` or a folder), loaded once."""
         location = model_location(model)
         with self._lock:
             found = self._embedders.get(location)
         if found is not None:
             return found
-        try:
-            embedder = load_embedder(location)
-        except FileNotFoundError as e:
-            raise FileNotFoundError(f"{field}: {e}") from None
+        embedder = load_embedder(location)  # a missing folder: FileNotFoundError naming "model" (INVALID_ARGUMENT)
         with self._lock:
             return self._embedders.setdefault(location, embedder)
 
