@@ -8,4 +8,7 @@ bench_app = typer.Typer(help="Speed benchmarks (print figures, write JSON report
 
 
 def register(app: typer.Typer) -> None:
+    from telescope.cli import bench_unified
+
+    bench_unified.register(bench_app)  # telescope bench unified (quality vs parameter bytes, MovieLens)
     app.add_typer(bench_app, name="bench")

@@ -14,7 +14,7 @@ def register(app: typer.Typer) -> None:
 
 
 def train(
-    objective: Annotated[str, typer.Option(help="plain | mrl | 2dmse | 2dmse-paper | starbucks | starbucks-mae")],
+    objective: Annotated[str, typer.Option(help="plain | mrl | 2dmse | 2dmse-paper | starbucks | starbucks-mae | unified")],
     data: Annotated[list[Path], typer.Option(help="Training file (repeatable): pairs/triplets/scored TSV, or text lines for starbucks-mae.")],
     out: Annotated[Path, typer.Option(help="Output model folder (checkpoints under OUT/checkpoints; rerun to resume).")],
     base: Annotated[str, typer.Option(help="'default' (packaged all-MiniLM-L6-v2) or a model folder.")] = "default",
@@ -25,7 +25,7 @@ def train(
     batch_size: Annotated[int, typer.Option(help="Examples per step (in-batch negatives for MNRL).")] = 32,
     seed: Annotated[int, typer.Option(help="Seed of data order, sampling and initialisation.")] = 0,
     lr: Annotated[float, typer.Option(help="AdamW learning rate of the encoder.")] = 2e-5,
-    head_lr: Annotated[float, typer.Option(help="Learning rate of fresh heads (MLTP; SMAE's MLM head and decoder).")] = 1e-3,
+    head_lr: Annotated[float, typer.Option(help="Learning rate of fresh heads (MLTP; SMAE's MLM head and decoder; all of --objective unified).")] = 1e-3,
     warmup: Annotated[float, typer.Option(help="Linear warm-up, fraction of the steps.")] = 0.1,
     kl_weight: Annotated[float, typer.Option(help="Weight of the score-distribution KL (starbucks, 2dmse-paper); 0 = off.")] = 1.0,
     kl_temperature: Annotated[float, typer.Option(help="Temperature of that KL.")] = 0.05,
@@ -35,18 +35,32 @@ def train(
     max_rows: Annotated[Optional[int], typer.Option(help="Use only the first N rows of each file (after the seeded shuffle).")] = None,
     dev_sts: Annotated[Optional[str], typer.Option(help="STS-B dev TSV for the end-of-training grid ('' skips).")] = None,
     threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (default: torch's).")] = None,
+    field: Annotated[Optional[list[str]], typer.Option(help="unified: a categorical field, name[:chunks=N][:multi][:sep=S][:column=C] (repeatable).")] = None,
+    kind: Annotated[str, typer.Option(help="unified: unified | per_feature | collision_free tables.")] = "unified",
+    rows: Annotated[int, typer.Option(help="unified: rows B per hashed table.")] = 4096,
+    chunk_dim: Annotated[int, typer.Option(help="unified: chunk width d_c.")] = 16,
+    tail_dim: Annotated[int, typer.Option(help="unified: dims of the categorical tail after the text dims.")] = 64,
 ) -> None:
     """Train with one objective and write a telescope model folder (manifest with objective, pairs, data hash,
     seed, steps, speed, peak memory and the STS-B dev grid)."""
     import torch
 
-    from telescope.embedder.training import DEFAULT_STS_DEV, TrainConfig, parse_pairs
-    from telescope.embedder.training import train as run
-
     if threads is not None:
         if threads < 1:
             raise ValueError(f"--threads: expected >= 1, got {threads}")
         torch.set_num_threads(threads)
+    if objective == "unified":  # the fused text + categorical model (cli/train_unified.py, issue 8)
+        from telescope.cli.train_unified import run_unified
+
+        if len(data) != 1 or steps is not None:
+            raise ValueError(f"--objective unified: expected one --data file and --epochs (not --steps), got {len(data)} file(s), steps={steps}")
+        run_unified(data[0], out, field or [], model=base, kind=kind, rows=rows, chunk_dim=chunk_dim, tail_dim=tail_dim,
+                    epochs=int(epochs or 3), batch_size=batch_size, lr=head_lr, seed=seed, echo=typer.echo)
+        return
+
+    from telescope.embedder.training import DEFAULT_STS_DEV, TrainConfig, parse_pairs
+    from telescope.embedder.training import train as run
+
     config = TrainConfig(
         objective=objective,
         data=[str(d) for d in data],

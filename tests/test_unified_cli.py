@@ -1,0 +1,56 @@
+"""``telescope train --objective unified`` end to end on the tiny model, and its field syntax."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from telescope.cli.main import main
+from telescope.cli.train_unified import parse_field
+from telescope.embedder.unified import FeatureSpec
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    old = sys.argv
+    sys.argv = ["telescope", *argv]
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 0
+    finally:
+        sys.argv = old
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_parse_field():
+    assert parse_field("lang") == FeatureSpec("lang")
+    assert parse_field("genres:chunks=2:sep=|") == FeatureSpec("genres", chunks=2, multi=True, sep="|")
+    assert parse_field("tags:multi:column=labels") == FeatureSpec("tags", multi=True, column="labels")
+    with pytest.raises(ValueError, match="bad part 'chunks=x'"):
+        parse_field("lang:chunks=x")
+
+
+def test_train_objective_unified_writes_a_fused_model(tmp_path, tiny_model_path, capsys):
+    data = tmp_path / "pairs.jsonl"
+    rows = [{"anchor": f"q {i}", "positive": f"d {i}", "anchor_lang": ["en", "de"][i % 2],
+             "positive_lang": ["en", "de"][i % 2], "positive_genres": "a|b" if i % 3 else None} for i in range(24)]
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    out = tmp_path / "fused"
+    args = ["train", "--objective", "unified", "--data", str(data), "--out", str(out), "--base", str(tiny_model_path),
+            "--field", "lang", "--field", "genres:multi:sep=|", "--epochs", "1", "--batch-size", "8",
+            "--rows", "64", "--chunk-dim", "4", "--tail-dim", "8"]
+    code, out_text, err = run(args, capsys)
+    assert code == 0, err
+    from telescope.embedder.fused import load_fused
+
+    model = load_fused(out)
+    assert model.dim == 64 + 8 and json.loads((out / "fused.json").read_text())["objective"] == "unified"
+    vectors = model.encode(["q 1"], [{"lang": "de"}])
+    assert np.isfinite(vectors).all()
+    code, _, err = run([*args[:-2], "--tail-dim", "8", "--field", "x:bogus"], capsys)
+    assert code == 2 and "field" in err
