@@ -80,8 +80,7 @@ def train_command(name: str, args: argparse.Namespace, work: Path) -> list[str]:
         "--steps", str(steps), "--batch-size", str(args.batch_size), "--seed", str(args.seed),
         "--threads", str(args.threads), "--dev-sts", str(STS_DEV), "--save-steps", str(args.save_steps),
     ]
-    if objective == "starbucks-mae":
-        command += ["--lr", str(args.smae_lr)]
+    command += ["--lr", str(args.smae_lr if objective == "starbucks-mae" else args.lr)]
     if pooling:
         command += ["--pooling", pooling]
     return command
@@ -208,7 +207,7 @@ def write_report(work: Path, args: argparse.Namespace) -> None:
         if "train" in r:
             commands.append(f"    {r['train']['command']}   # {r['train']['wall_s']} s wall")
     payload = {"command": " ".join(["python -m telescope.eval.train_comparison", *sys.argv[1:]]), "rows": rows,
-               "points": POINTS, "steps": args.steps, "smae_steps": args.smae_steps, "seed": args.seed,
+               "points": POINTS, "steps": args.steps, "lr": args.lr, "smae_steps": args.smae_steps, "seed": args.seed,
                "batch_size": args.batch_size}
     (RESULTS / "training-comparison.json").write_text(json.dumps(payload, indent=2, sort_keys=True))
     notes_file = RESULTS / "training-comparison.notes.md"
@@ -217,7 +216,7 @@ def write_report(work: Path, args: argparse.Namespace) -> None:
         "# Training comparison (issue 4)",
         "",
         f"From the packaged all-MiniLM-L6-v2; data `{PAIRS_FILE.relative_to(SHARED.parent.parent)}` (shuffled with "
-        f"Random({args.seed})); {args.steps} steps of batch {args.batch_size} for every run; seed {args.seed}; "
+        f"Random({args.seed})); {args.steps} steps of batch {args.batch_size}, learning rate {args.lr:g}, for every run; seed {args.seed}; "
         f"SMAE pre-training {args.smae_steps} steps before its SRL run. Numbers: `docs/results/training-comparison.json`.",
         "",
         "## STS-B test, Spearman x100, at the nested (layer, dim) pairs",
@@ -249,6 +248,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path(os.path.expanduser("~/.cache/telescope/train_comparison")))
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--smae-steps", type=int, default=None, help="SMAE pre-training steps (default: --steps)")
+    parser.add_argument("--lr", type=float, default=2e-5, help="encoder learning rate of every fine-tuning run")
     parser.add_argument("--smae-lr", type=float, default=5e-5)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
@@ -259,7 +259,7 @@ def main() -> None:
     parser.add_argument("--report", action="store_true", help="only write the report from cached results")
     args = parser.parse_args()
     args.smae_steps = args.smae_steps or args.steps
-    work = args.work / f"steps{args.steps}_bs{args.batch_size}_seed{args.seed}"
+    work = args.work / f"steps{args.steps}_bs{args.batch_size}_seed{args.seed}_lr{args.lr:g}"
     work.mkdir(parents=True, exist_ok=True)
     if args.report:
         write_report(work, args)

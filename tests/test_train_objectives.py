@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from telescope.embedder.losses import Matryoshka2dPaperLoss, StarbucksLoss, StarbucksMAELoss
+from telescope.embedder.pooling_mltp import MultiLayerTrainablePooling
 from telescope.embedder.training import TrainConfig, build_loss, load_base, load_datasets, model_pairs, train
 
 SENTENCES = [
@@ -133,7 +135,6 @@ def _block_grads(model) -> list[float]:
 
 @pytest.mark.parametrize("pooling", [None, "mltp"])
 def test_gradients_reach_exactly_the_layers_the_pairs_use(pooling, tiny_model_path, data_files, tmp_path):
-    from telescope.embedder.losses import StarbucksLoss
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
     cfg = config("starbucks", data_files["pairs"], tmp_path / "o", tiny_model_path, pooling=pooling)
@@ -154,8 +155,6 @@ def test_gradients_reach_exactly_the_layers_the_pairs_use(pooling, tiny_model_pa
 
 
 def test_smae_gradients_reach_every_pair_layer(tiny_model_path, data_files, tmp_path):
-    from telescope.embedder.losses import StarbucksMAELoss
-
     cfg = config("starbucks-mae", data_files["texts"], tmp_path / "o", tiny_model_path)
     model, _, _, _ = load_base(cfg)
     loss = StarbucksMAELoss(model, pairs=[(1, 8), (3, 32)])
@@ -218,3 +217,34 @@ def test_resume_continues_the_same_run(tiny_model_path, data_files, tmp_path):
         torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4)
     assert json.loads((resumed / "telescope.json").read_text())["training"]["steps"] == 4
     shutil.rmtree(tmp_path)
+
+
+def test_mltp_reads_the_layer_from_token_embeddings():
+    hidden = tuple(torch.randn(2, 5, 8) for _ in range(5))
+    assert MultiLayerTrainablePooling.layer_of({"all_layer_embeddings": hidden, "token_embeddings": hidden[2]}) == 2
+    assert MultiLayerTrainablePooling.layer_of({"all_layer_embeddings": hidden[:4]}) == 3
+    head = MultiLayerTrainablePooling(8, 4, num_latents=4, num_heads=2)
+    mask = torch.ones(2, 5, dtype=torch.long)
+    out = head({"all_layer_embeddings": hidden, "token_embeddings": hidden[2], "attention_mask": mask})
+    torch.testing.assert_close(out["sentence_embedding"], hidden[2].mean(1))  # a fresh head is mean pooling
+
+
+@pytest.mark.parametrize(
+    "build,message",
+    [
+        (lambda m, b: StarbucksLoss(m, b, [(1, 8)], kl_weight=-1), "kl_weight"),
+        (lambda m, b: StarbucksLoss(m, b, [(5, 8)]), r"got \(5, 8\)"),
+        (lambda m, b: StarbucksLoss(m, b, [(1, 8)], pair_weights=[1, 2]), "pair_weights"),
+        (lambda m, b: StarbucksLoss(m, object(), [(1, 8)]), "compute_loss_from_embeddings"),
+        (lambda m, b: Matryoshka2dPaperLoss(m, b, [64]), "below the full dim 64"),
+        (lambda m, b: StarbucksMAELoss(m, [(1, 8)], encoder_mask=1.5), "encoder_mask"),
+        (lambda m, b: MultiLayerTrainablePooling(64, 4, num_heads=5), "num_heads"),
+    ],
+)
+def test_constructors_name_the_bad_argument(build, message, tiny_model_path):
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    model = SentenceTransformer(str(tiny_model_path), device="cpu")
+    with pytest.raises(ValueError, match=message):
+        build(model, MultipleNegativesRankingLoss(model))
