@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from telescope.index import Collection, Plan
+from telescope.index.autoplan import recall_at_k
 
 
 @dataclass
@@ -29,30 +30,34 @@ class PlanMeasure:
         return asdict(self)
 
 
-def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
-    """Mean over queries of |found_q ∩ truth_q| / k (rows; -1 entries never match)."""
-    k = truth.shape[1]
-    hits = [len(set(f[f >= 0].tolist()) & set(t.tolist())) for f, t in zip(found, truth)]
-    return float(np.mean(hits) / k)
-
-
-def time_search(collection: Collection, queries: np.ndarray, k: int, plan: Plan, repeats: int = 3) -> tuple[float, np.ndarray]:
-    """Median seconds to search the whole batch, and the rows found."""
+def time_search(
+    collection: Collection, queries: np.ndarray, k: int, plan: Plan, repeats: int = 3, batch: int | None = None
+) -> tuple[float, np.ndarray]:
+    """Median seconds to search all queries, sent in batches of ``batch`` (default: all at once), and the rows."""
+    batch = batch or len(queries)
     times, rows = [], None
     collection.search_rows(queries[:1], k, plan)  # builds the stage-one index outside the timing
     for _ in range(repeats):
         start = time.perf_counter()
-        _, rows = collection.search_rows(queries, k, plan)
+        rows = np.concatenate(
+            [collection.search_rows(queries[i : i + batch], k, plan)[1] for i in range(0, len(queries), batch)]
+        )
         times.append(time.perf_counter() - start)
     return float(np.median(times)), rows
 
 
 def measure_plans(
-    collection: Collection, queries: np.ndarray, plans: list[Plan | str], k: int = 10, repeats: int = 3
+    collection: Collection,
+    queries: np.ndarray,
+    plans: list[Plan | str],
+    k: int = 10,
+    repeats: int = 3,
+    batch: int | None = None,
 ) -> tuple[PlanMeasure, list[PlanMeasure]]:
     """The exact full-dim baseline and each plan, measured on the same queries in one run."""
     exact = Plan.exact(collection.dim, k)
-    exact_s, truth = time_search(collection, queries, k, exact, repeats)
+    batch = batch or len(queries)
+    exact_s, truth = time_search(collection, queries, k, exact, repeats, batch)
     n = len(collection)
 
     def measure(plan: Plan, seconds: float, rows: np.ndarray) -> PlanMeasure:
@@ -61,8 +66,8 @@ def measure_plans(
             k=k,
             recall_at_k=recall_at_k(rows, truth),
             queries_per_s=len(queries) / seconds,
-            ms_per_batch=seconds * 1000,
-            batch=len(queries),
+            ms_per_batch=seconds * 1000 * batch / len(queries),
+            batch=batch,
             flops_per_query=plan.for_k(k).flops(n),
         )
 
@@ -70,6 +75,6 @@ def measure_plans(
     results = []
     for plan in plans:
         plan = Plan.of(plan)
-        seconds, rows = time_search(collection, queries, k, plan, repeats)
+        seconds, rows = time_search(collection, queries, k, plan, repeats, batch)
         results.append(measure(plan, seconds, rows))
     return baseline, results

@@ -4,14 +4,16 @@ Matryoshka adaptive retrieval (Kusupati et al., NeurIPS 2022): for query q and c
 
     score(q, c) = <q[:d] / |q[:d]|, v_c[:d] / |v_c[:d]|>,   keep the top ``keep`` of C.
 
-FAISS has no re-ranking over a prefix of externally stored vectors (IndexRefineFlat re-ranks at full dim from
-its own copy), so this is numpy over the one stored copy. One gather and one matrix-vector product per query:
-measured 2x faster than a batched (B, K, d) gather at 500 queries x 400 candidates x 384 dims, and an order of
-magnitude faster than ``einsum``.
+At full dim the stored rows are unit length and FAISS's ``knn_inner_products_by_idx`` scores the shortlist in
+place (no copy, multi-threaded, top-k in C++): measured 10x faster than a numpy gather at 500 queries x 400
+candidates x 384 dims. FAISS has no re-ranking on a *prefix* of stored rows (it would need the prefix norms), so
+shorter intermediate stages are numpy: one gather and one matrix-vector product per query.
+Candidate lists hold their ``-1`` padding at the end (as FAISS search returns them).
 """
 
 from __future__ import annotations
 
+import faiss
 import numpy as np
 
 from telescope.index.stage_one import prefix_normalize
@@ -21,13 +23,32 @@ def rerank(
     queries: np.ndarray, rows: np.ndarray, vectors: np.ndarray, dim: int, keep: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Scores and rows of the best ``keep`` of each query's candidate ``rows`` (-1 marks no candidate)."""
-    q = prefix_normalize(queries, dim)
+    keep = min(keep, rows.shape[1])
+    if dim == vectors.shape[1]:
+        return _rerank_full(prefix_normalize(queries, dim), np.ascontiguousarray(rows, dtype=np.int64), vectors, keep)
+    return _rerank_prefix(prefix_normalize(queries, dim), rows, vectors, dim, keep)
+
+
+def _rerank_full(q: np.ndarray, rows: np.ndarray, vectors: np.ndarray, keep: int) -> tuple[np.ndarray, np.ndarray]:
+    vectors = np.ascontiguousarray(vectors)
+    scores = np.empty((len(q), keep), dtype=np.float32)
+    out = np.empty((len(q), keep), dtype=np.int64)
+    faiss.knn_inner_products_by_idx(
+        faiss.swig_ptr(q), faiss.swig_ptr(vectors), faiss.swig_ptr(rows), q.shape[1], len(q), len(vectors),
+        rows.shape[1], keep, faiss.swig_ptr(scores), faiss.swig_ptr(out), rows.shape[1],
+    )
+    scores[out < 0] = -np.inf
+    return scores, out
+
+
+def _rerank_prefix(
+    q: np.ndarray, rows: np.ndarray, vectors: np.ndarray, dim: int, keep: int
+) -> tuple[np.ndarray, np.ndarray]:
     scores = np.full(rows.shape, -np.inf, dtype=np.float32)
     for b, (candidates, query) in enumerate(zip(rows, q)):
         valid = candidates >= 0
         prefix = vectors[candidates[valid], :dim]
         scores[b, valid] = (prefix @ query) / np.maximum(np.linalg.norm(prefix, axis=1), 1e-12)
-    keep = min(keep, rows.shape[1])
     top = np.argpartition(-scores, keep - 1, axis=1)[:, :keep]
     order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
     top = np.take_along_axis(top, order, axis=1)

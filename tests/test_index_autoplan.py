@@ -1,0 +1,58 @@
+"""A collection picks the cheapest plan meeting a recall target; the plan holds on held-back queries."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from index_helpers import nested_vectors
+from telescope.index import Collection, Plan, exact_search
+from telescope.index.autoplan import recall_at_k
+
+D = 64
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory):
+    everything = nested_vectors(6400, D, seed=11)
+    vectors, held_back = everything[:6000], everything[6000:]  # same distribution; the last 400 never stored
+    c = Collection.create(tmp_path_factory.mktemp("auto") / "c", D)
+    c.upsert([f"p{i}" for i in range(len(vectors))], vectors)
+    return c, vectors, held_back
+
+
+@pytest.mark.parametrize("target", [0.9, 0.98])
+def test_chosen_plan_meets_the_target_on_held_back_queries(collection, target):
+    c, vectors, held_back = collection
+    choice = c.choose_plan(target, k=10, sample=400)
+    assert choice.recall >= target
+    assert len(choice.plan.stages) == 2 and choice.plan.stages[0].dim < D  # cheaper than exact
+    _, rows = c.search_rows(held_back, 10, choice.plan)
+    assert recall_at_k(rows, exact_search(vectors, held_back, 10)) >= target
+
+
+def test_higher_targets_never_get_cheaper_plans(collection):
+    c = collection[0]
+    costs = [c.choose_plan(t, sample=300).plan.flops(len(c)) for t in (0.8, 0.9, 0.99)]
+    assert costs == sorted(costs)
+
+
+def test_default_plan_can_be_set_and_persists(tmp_path):
+    c = Collection.create(tmp_path / "c", D)
+    c.upsert([f"p{i}" for i in range(50)], nested_vectors(50, D))
+    c.set_default_plan("16:20,64:5")
+    c.close()
+    assert str(Collection.open(tmp_path / "c", read_only=True).default_plan) == "16:20,64:5"
+
+
+def test_bad_targets_are_refused(collection):
+    c = collection[0]
+    for bad in (0, 1.5, "high"):
+        with pytest.raises(ValueError, match="recall_target: expected a number in"):
+            c.choose_plan(bad)
+
+
+def test_tiny_collection_gets_exact_search(tmp_path):
+    c = Collection.create(tmp_path / "c", D)
+    c.upsert(["a", "b"], nested_vectors(2, D))
+    assert c.choose_plan(0.99).plan == Plan.exact(D, 10)
