@@ -8,7 +8,13 @@ bench_app = typer.Typer(help="Speed benchmarks (print figures, write JSON report
 
 
 def register(app: typer.Typer) -> None:
+    from telescope.cli import bench_embed
+
+    bench_embed.register(bench_app)  # telescope bench embed (texts/s vs sentence-transformers, early exit)
     from telescope.cli import bench_unified
 
     bench_unified.register(bench_app)  # telescope bench unified (quality vs parameter bytes, MovieLens)
+    from telescope.cli import bench_serve
+
+    bench_serve.register(bench_app)  # telescope bench serve (gRPC QPS and latency)
     app.add_typer(bench_app, name="bench")

@@ -85,3 +85,13 @@ def test_add_refuses_a_file_without_the_text_column(tmp_path, tiny_model_path, c
     bad.write_text("id,body\n1,hello\n")
     code, _, err = run(["index", "add", col, str(bad)], capsys)
     assert code == 2 and "text: expected a column named 'text'" in " ".join(err.split())
+
+
+def test_bench_embed_writes_its_report(tmp_path, tiny_model_path, capsys):
+    code, out, err = run(["bench", "embed", "--model", str(tiny_model_path), "--texts", "40", "--repeats", "1",
+                          "--out", str(tmp_path), "--name", "be"], capsys)
+    assert code == 0, err
+    report = json.loads((tmp_path / "be.json").read_text())
+    assert report["results"]["texts"] == 40 and len(report["results"]["early_exit"]) == 4
+    assert report["command"].startswith("telescope bench embed")
+    assert (tmp_path / "be.md").exists()
