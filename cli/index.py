@@ -14,6 +14,7 @@ index_app = typer.Typer(help="Create collections, add documents, show what a col
 
 def register(app: typer.Typer) -> None:
     app.add_typer(index_app, name="index")
+    __import__("telescope.cli.index_build", fromlist=["register"]).register(index_app)  # index build: own module
 
 
 @index_app.command("create")

@@ -1,23 +1,100 @@
-"""Embed texts in batches and upsert them into a collection, with a progress bar: the one ingest loop.
+"""Embed texts in batches and upsert them into a collection: the one ingest loop.
 
-Every way texts reach a collection (``telescope index add``, the demo, the batch pipelines) goes through
-``ingest``; it records the embedder's model version with every vector.
+Every way texts reach a collection (``telescope index add``, the demo, ``telescope index build`` on either
+engine) goes through ``ingest_windows``; it records the embedder's model version with every vector.
+
+Texts arrive as *windows*: Arrow tables of points (``id``, ``text``, ``payload`` as JSON text, ``doc``). An
+*encoder* turns windows into (batch, vectors) pairs: ``LocalEncoder`` here sorts each window by text length and
+embeds it batch by batch in this process (sorting across a window of thousands of texts, rather than within
+one batch, is what cuts padding); ``telescope.pipelines.ray_engine.RayEncoder`` does the same on a Ray actor
+pool. The loop upserts each batch (durable when ``upsert`` returns), optionally appends it to Parquet shards,
+and reports it to ``on_batch`` (the build job records finished documents there).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from telescope.embedder import Embedder
-from telescope.index import Collection
 from telescope.embedder.progress import progress_bar
+from telescope.index import Collection
+
+POINTS_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("payload", pa.string()), ("doc", pa.string())])
 
 
 @dataclass
 class IngestReport:
     points: int = 0
     truncated: int = 0
+
+
+class Encoder(Protocol):
+    """Turns windows of points into (batch of points, unit vectors) pairs, in any order."""
+
+    def embed(self, windows: Iterable[pa.Table]) -> Iterator[tuple[pa.Table, np.ndarray]]: ...
+
+
+def by_length(window: pa.Table) -> pa.Table:
+    """The window's points, longest text first."""
+    return window.take(pc.array_sort_indices(pc.utf8_length(window.column("text")), order="descending"))
+
+
+class LocalEncoder:
+    """Embeds in this process with ``embedder`` at (``layer``, ``dim``), ``batch_size`` texts per forward pass."""
+
+    def __init__(self, embedder: Embedder, layer: int | None = None, dim: int | None = None, batch_size: int = 64):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
+        self.embedder = embedder
+        self.layer, self.dim = embedder.check_point(layer, dim)
+        self.batch_size = batch_size
+
+    def embed(self, windows: Iterable[pa.Table]) -> Iterator[tuple[pa.Table, np.ndarray]]:
+        for window in windows:
+            window = by_length(window)
+            for start in range(0, window.num_rows, self.batch_size):
+                batch = window.slice(start, self.batch_size)
+                texts = batch.column("text").to_pylist()
+                yield batch, self.embedder.encode(texts, layer=self.layer, dim=self.dim, batch_size=self.batch_size)
+
+
+def ingest_windows(
+    collection: Collection,
+    windows: Iterable[pa.Table],
+    encoder: Encoder,
+    model_version: str,
+    *,
+    on_batch: Callable[[pa.Table, np.ndarray], None] | None = None,
+) -> int:
+    """Embed every point of ``windows`` with ``encoder`` and upsert it; returns the number of points upserted.
+
+    After each batch is durable, ``on_batch(batch, vectors)`` is called (Parquet shards, job state, progress).
+    """
+    points = 0
+    for batch, vectors in encoder.embed(windows):
+        payloads = [json.loads(p) for p in batch.column("payload").to_pylist()]
+        collection.upsert(batch.column("id").to_pylist(), vectors, payloads, model_version=model_version)
+        points += batch.num_rows
+        if on_batch is not None:
+            on_batch(batch, vectors)
+    return points
+
+
+def points_table(ids: Sequence[str], texts: Sequence[str], payloads: Sequence[dict] | None, docs: Sequence[str] | None = None) -> pa.Table:
+    """A window of points from Python lists (payloads as dicts)."""
+    payload_texts = ["{}"] * len(ids) if payloads is None else [json.dumps(p, allow_nan=False) for p in payloads]
+    return pa.table(
+        [pa.array(list(ids), pa.string()), pa.array(list(texts), pa.string()), pa.array(payload_texts, pa.string()),
+         pa.array(list(docs if docs is not None else ids), pa.string())],
+        schema=POINTS_SCHEMA,
+    )
 
 
 def ingest(
@@ -29,6 +106,7 @@ def ingest(
     *,
     layer: int | None = None,
     batch_size: int = 256,
+    window: int = 8192,
     show_progress: bool = True,
     description: str = "embedding",
 ) -> IngestReport:
@@ -37,23 +115,14 @@ def ingest(
         raise ValueError(f"ids: expected one id per text ({len(texts)}), got {len(ids)}")
     if payloads is not None and len(payloads) != len(texts):
         raise ValueError(f"payloads: expected one payload per text ({len(texts)}), got {len(payloads)}")
-    report = IngestReport()
     truncated_before = embedder.truncated_texts
+    windows = (
+        points_table(ids[s : s + window], texts[s : s + window], None if payloads is None else payloads[s : s + window])
+        for s in range(0, len(ids), window)
+    )
     with progress_bar(description, total=len(texts), unit="texts", enabled=show_progress) as advance:
-        for start in _starts(len(texts), batch_size):
-            stop = start + batch_size
-            vectors = embedder.encode(texts[start:stop], layer=layer)
-            collection.upsert(
-                list(ids[start:stop]),
-                vectors,
-                None if payloads is None else list(payloads[start:stop]),
-                model_version=embedder.manifest.tag,
-            )
-            report.points += len(vectors)
-            advance(len(vectors))
-    report.truncated = embedder.truncated_texts - truncated_before
-    return report
-
-
-def _starts(n: int, step: int) -> Iterable[int]:
-    return range(0, n, step)
+        points = ingest_windows(
+            collection, windows, LocalEncoder(embedder, layer, None, batch_size), embedder.manifest.tag,
+            on_batch=lambda batch, _: advance(batch.num_rows),
+        )
+    return IngestReport(points=points, truncated=embedder.truncated_texts - truncated_before)

@@ -1,48 +1,193 @@
-"""Reading a small source file into Arrow through DuckDB: JSON lines, CSV/TSV with a header, plain text.
+"""Sources as DuckDB queries: files (Parquet, JSON lines, CSV/TSV, one glob or path) or a DuckDB database, an
+optional SQL over them, read as a stream of Arrow record batches.
 
-Plain text (``.txt``) is one document per line, ids ``line-<n>``. Large sources are streamed by the batch
-pipelines; this reads a whole file and suits ``telescope index add``.
+Two readers share the format table below:
+
+- ``SourceSpec`` + ``connect``/``source_query``/``stream``: the batch pipelines. DuckDB scans the files and
+  hands Arrow batches over (``to_arrow_reader``), so no source is ever held in memory whole; an SQL given by
+  the user runs over a view named ``src``.
+- ``read_table`` + ``texts_from``: a whole small file at once, for ``telescope index add`` and the demo.
+
+DuckDB does the parsing, type inference, globbing and decompression; this module only builds its queries.
 """
 
 from __future__ import annotations
 
+import glob as globlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 
 FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv", ".txt": "txt",
-           ".parquet": "parquet", ".gz": None}
+           ".parquet": "parquet", ".duckdb": "duckdb", ".db": "duckdb", ".gz": None}
+STREAM_FORMATS = ("parquet", "jsonl", "csv", "tsv", "duckdb")
+ID, TEXT = "__id", "__text"  # the id and text columns of a source query, whatever the source calls them
 
 
 def detect_format(path: Path) -> str:
     suffixes = [s for s in path.suffixes if s != ".gz"]
     fmt = FORMATS.get(suffixes[-1]) if suffixes else None
     if fmt is None:
-        raise ValueError(f"format: expected a file ending in .jsonl, .csv, .tsv, .txt or .parquet, got {path.name!r}")
+        raise ValueError(
+            f"format: expected a file ending in .jsonl, .csv, .tsv, .txt, .parquet or .duckdb, got {path.name!r}"
+        )
     return fmt
 
 
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def ident(name: str) -> str:
+    """A DuckDB identifier, quoted."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def scan_sql(fmt: str, files: list[Path], tolerant: bool = False) -> str:
+    """The DuckDB table function reading ``files`` as ``fmt``.
+
+    ``tolerant`` skips the rows DuckDB cannot decode (invalid UTF-8, malformed lines) instead of failing:
+    CSV/TSV keep them in DuckDB's ``reject_errors`` table, JSON lines turn them into all-NULL rows (dropped by
+    ``file_view``).
+    """
+    paths = "[" + ", ".join(_quote(str(f)) for f in files) + "]"
+    lenient = ", ignore_errors=true" if tolerant else ""
+    if fmt == "parquet":
+        return f"read_parquet({paths}, union_by_name=true)"
+    if fmt == "jsonl":
+        return f"read_json({paths}, format='newline_delimited', union_by_name=true{lenient})"
+    if fmt in ("csv", "tsv"):
+        delim = ", delim='\t', quote=''" if fmt == "tsv" else ""
+        # DuckDB refuses store_rejects together with union_by_name: CSV files of one source share a header.
+        rejects = ", store_rejects=true" if tolerant else ""
+        return f"read_csv({paths}, header=true{delim}{lenient}{rejects})"
+    raise ValueError(f"format: expected one of {list(STREAM_FORMATS)}, got {fmt!r}")
+
+
+# -- the batch pipelines' reader ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SourceSpec:
+    """What to read: a path or glob, its format, an optional SQL over the view ``src``, and which columns are what.
+
+    ``metadata_columns`` None keeps every column other than the id (the text included) in each point's payload;
+    a tuple keeps the text plus exactly those. ``limit`` reads only the first rows (benchmarks, trials): a limited
+    job never deletes documents it did not see.
+    """
+
+    source: str
+    format: str | None = None
+    sql: str | None = None
+    id_column: str = "id"
+    text_column: str = "text"
+    metadata_columns: tuple[str, ...] | None = None
+    limit: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.format is not None and self.format not in STREAM_FORMATS:
+            raise ValueError(f"--format: expected one of {list(STREAM_FORMATS)}, got {self.format!r}")
+        if self.limit is not None and (isinstance(self.limit, bool) or self.limit < 1):
+            raise ValueError(f"--limit: expected an integer >= 1, got {self.limit!r}")
+        for name, value in (("--id-column", self.id_column), ("--text-column", self.text_column)):
+            if not value:
+                raise ValueError(f"{name}: expected a column name, got {value!r}")
+
+    def files(self) -> list[Path]:
+        """The files the path or glob names, sorted; an error naming the pattern when there are none."""
+        if any(ch in self.source for ch in "*?["):
+            files = sorted(Path(p) for p in globlib.glob(self.source, recursive=True) if Path(p).is_file())
+        else:
+            files = [Path(self.source)] if Path(self.source).is_file() else []
+        if not files:
+            raise FileNotFoundError(f"--source: no file matches {self.source!r}")
+        return files
+
+    def resolved_format(self, files: list[Path]) -> str:
+        if self.format is not None:
+            return self.format
+        formats = {detect_format(f) for f in files}
+        if len(formats) != 1 or "txt" in formats:
+            raise ValueError(f"--format: cannot tell one format from the files ({sorted(map(str, formats))}); pass --format")
+        return formats.pop()
+
+
+def connect() -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection for reading sources: insertion order kept (first occurrence means first in the file)."""
+    con = duckdb.connect()
+    con.execute("SET preserve_insertion_order = true")
+    return con
+
+
+def file_view(con: duckdb.DuckDBPyConnection, fmt: str, files: list[Path], tolerant: bool) -> None:
+    """Define the view ``src`` over the files (a DuckDB database: attach it read-only and make it current)."""
+    if fmt == "duckdb":
+        if len(files) != 1:
+            raise ValueError(f"--source: expected one DuckDB database file, got {len(files)} ({[str(f) for f in files[:3]]})")
+        con.execute(f"ATTACH {_quote(str(files[0]))} AS source_db (READ_ONLY)")
+        con.execute("USE source_db")
+        return
+    where = " WHERE NOT (COLUMNS(*) IS NULL)" if tolerant and fmt == "jsonl" else ""
+    con.execute(f"CREATE OR REPLACE TEMP VIEW src AS SELECT * FROM {scan_sql(fmt, files, tolerant)}{where}")
+
+
+def user_query(con: duckdb.DuckDBPyConnection, spec: SourceSpec, fmt: str) -> str:
+    """The SQL whose rows are the documents: ``--sql``, or every row of ``src`` (or of a database's one table)."""
+    if spec.sql:
+        return spec.sql
+    if fmt != "duckdb":
+        return "SELECT * FROM src"
+    tables = [r[0] for r in con.sql(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = 'source_db' ORDER BY table_name").fetchall()]
+    if len(tables) != 1:
+        raise ValueError(f"--sql: the database holds {len(tables)} tables {tables}; pass --sql to say which rows to index")
+    return f"SELECT * FROM {ident(tables[0])}"
+
+
+def metadata_of(spec: SourceSpec, columns: list[str]) -> list[str]:
+    """The payload columns: the text plus ``metadata_columns`` (or every column but the id)."""
+    if spec.metadata_columns is None:
+        return [c for c in columns if c != spec.id_column]
+    return [spec.text_column] + [c for c in spec.metadata_columns if c != spec.text_column]
+
+
+def check_columns(spec: SourceSpec, columns: list[str]) -> None:
+    wanted = [("--id-column", spec.id_column), ("--text-column", spec.text_column)]
+    wanted += [("--metadata-columns", c) for c in spec.metadata_columns or ()]
+    for option, column in wanted:
+        if column not in columns:
+            raise ValueError(f"{option}: expected a column named {column!r} in the source, got columns {columns}")
+
+
+def source_query(spec: SourceSpec, base: str, columns: list[str]) -> str:
+    """The documents query: id and text as VARCHAR under fixed names, then the payload columns."""
+    payload = ", ".join(f"{ident(c)}" for c in metadata_of(spec, columns))
+    limit = f" LIMIT {int(spec.limit)}" if spec.limit else ""
+    return (
+        f"SELECT CAST({ident(spec.id_column)} AS VARCHAR) AS {ID}, CAST({ident(spec.text_column)} AS VARCHAR) AS {TEXT}"
+        f"{', ' + payload if payload else ''} FROM ({base}) AS q{limit}"
+    )
+
+
+def stream(con: duckdb.DuckDBPyConnection, query: str, batch_rows: int = 8192) -> pa.RecordBatchReader:
+    """The query's rows as Arrow record batches, produced as they are read."""
+    return con.sql(query).to_arrow_reader(batch_rows)
+
+
+# -- whole small files (telescope index add, the demo) -----------------------------------------------------------
 def read_table(path: str | Path, fmt: str | None = None) -> pa.Table:
+    """A whole small file as one Arrow table. Plain text (``.txt``) is one document per line, ids ``line-<n>``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"source: no such file {str(path)!r}")
     fmt = fmt or detect_format(path)
-    con = duckdb.connect()
-    p = str(path).replace("'", "''")
     if fmt == "txt":
         text = pa.array([line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()], pa.string())
         return pa.table({"id": pa.array([f"line-{i}" for i in range(len(text))]), "text": text})
-    queries = {
-        "jsonl": f"SELECT * FROM read_json_auto('{p}', format='newline_delimited')",
-        "csv": f"SELECT * FROM read_csv('{p}', header=true)",
-        "tsv": f"SELECT * FROM read_csv('{p}', header=true, delim='\t', quote='')",
-        "parquet": f"SELECT * FROM read_parquet('{p}')",
-    }
-    if fmt not in queries:
-        raise ValueError(f"format: expected one of {sorted(queries) + ['txt']}, got {fmt!r}")
+    if fmt not in ("jsonl", "csv", "tsv", "parquet"):
+        raise ValueError(f"format: expected one of ['csv', 'jsonl', 'parquet', 'tsv', 'txt'], got {fmt!r}")
     try:
-        return con.sql(queries[fmt]).to_arrow_table()
+        return connect().sql(f"SELECT * FROM {scan_sql(fmt, [path])}").to_arrow_table()
     except duckdb.Error as e:
         raise ValueError(f"source {str(path)!r}: cannot read as {fmt}: {e}") from e
 
@@ -59,11 +204,18 @@ def texts_from(table: pa.Table, id_column: str = "id", text_column: str = "text"
             raise ValueError(f"{text_column}: row {i} (id {ids[i]!r}): expected non-empty text, got {text!r}")
     others = [c for c in table.column_names if c != id_column]
     columns = {c: table.column(c).to_pylist() for c in others}
-    payloads = [{c: _jsonable(columns[c][i]) for c in others} for i in range(len(ids))]
+    payloads = [{c: jsonable(columns[c][i]) for c in others} for i in range(len(ids))]
     return ids, texts, payloads
 
 
-def _jsonable(value):
-    if value is None or isinstance(value, (str, int, float, bool, list, dict)):
+def jsonable(value):
+    """A payload value JSON can hold: lists and dicts recursively, anything else DuckDB returns as its text."""
+    if value is None or isinstance(value, (str, int, bool)):
         return value
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else None
+    if isinstance(value, list):
+        return [jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
     return str(value)

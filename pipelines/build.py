@@ -1,0 +1,291 @@
+"""A build job: a checked source streamed into a collection, resumable and incremental, with progress and a summary.
+
+``run_build`` is ``telescope index build`` without the command line. Given a source that passed
+``check_source`` and an open collection, it streams the source in Arrow batches and, per document:
+
+1. applies the bad-input policies (NULL/blank id or text, duplicate ids), counting what it skips;
+2. hashes the text and payload together with the embedding setup (model, layer, dim, chunking), and asks the
+   job state (``telescope.pipelines.state``) whether that hash is new: unchanged documents are skipped, so a
+   rerun after a crash resumes and a rerun on a changed source is incremental;
+3. chunks it when asked (``telescope.pipelines.chunking``), and queues its points in a window;
+
+then hands the windows to an encoder (local or Ray) through the one ingest loop, records each document in the
+job state once all its points are durable (and its Parquet shard renamed), and at the end removes the
+documents the state holds but a complete read of the source did not (never after a ``--limit`` or a skipped
+unreadable file).
+
+Recording documents costs a DuckDB commit (~20-40 ms), so it happens at checkpoints: every
+``checkpoint_seconds`` (default 5 s; 0 records after every batch), when a Parquet shard closes, and at the end.
+A crash loses at most the work since the last checkpoint: those points are already in the collection and are
+embedded once more and replaced on the rerun, so no id is ever stored twice. Memory holds one read batch, one window of pending texts and the documents in flight, not the
+source (the collection itself keeps its vectors in memory, as the index does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from telescope.embedder import Embedder
+from telescope.embedder.progress import progress_bar
+from telescope.index import Collection
+from telescope.pipelines.checks import Policies, SourceCheck
+from telescope.pipelines.chunking import check_chunking, chunk_id, chunk_texts
+from telescope.pipelines.ingest import POINTS_SCHEMA, Encoder, ingest_windows, points_table
+from telescope.pipelines.shards import ShardWriter
+from telescope.pipelines.sources import ID, TEXT, SourceSpec, jsonable, stream
+from telescope.pipelines.state import JobState
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """How a job embeds and writes. ``chunk_tokens`` 0 embeds each document whole (cut at the model's limit)."""
+
+    layer: int | None = None
+    dim: int | None = None
+    batch_size: int = 64
+    window: int = 8192  # texts sorted by length together
+    read_rows: int = 8192  # rows per Arrow batch read from DuckDB
+    chunk_tokens: int = 0
+    chunk_overlap: int = 0
+    parquet_dir: Path | None = None
+    shard_rows: int = 100_000
+    checkpoint_seconds: float = 5.0  # how often finished documents are recorded in the job state (0: every batch)
+    job: str = "build"
+    delete_missing: bool = True
+    show_progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "window", "read_rows", "shard_rows"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+        if not self.checkpoint_seconds >= 0:
+            raise ValueError(f"--checkpoint-seconds: expected a number >= 0, got {self.checkpoint_seconds!r}")
+        if not self.job or not all(ch.isalnum() or ch in "-_." for ch in self.job):
+            raise ValueError(f"--job: expected a name of letters, digits, '-', '_' or '.', got {self.job!r}")
+
+
+@dataclass
+class BuildReport:
+    """The summary of one run. ``skipped`` counts rows left out by reason; unchanged documents are not skipped."""
+
+    engine: str
+    rows_read: int = 0
+    docs_embedded: int = 0
+    points_upserted: int = 0
+    unchanged: int = 0
+    deleted_docs: int = 0
+    deleted_points: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    unreadable_files: list[tuple[str, str]] = field(default_factory=list)
+    truncated_texts: int = 0
+    shards: list[str] = field(default_factory=list)
+    collection_points: int = 0
+    wall_s: float = 0.0
+    peak_rss_mb: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def state_path(collection: Collection, job: str) -> Path:
+    return collection.path / "jobs" / f"{job}.duckdb"
+
+
+def setup_fingerprint(embedder: Embedder, options: BuildOptions) -> str:
+    """What besides a document's content decides its vectors: a change re-embeds everything."""
+    layer, dim = embedder.check_point(options.layer, options.dim)
+    return f"{embedder.manifest.tag}|{embedder.model_hash}|layer={layer}|dim={dim}|chunk={options.chunk_tokens}/{options.chunk_overlap}"
+
+
+def content_hash(fingerprint: str, text: str, payload_json: str) -> str:
+    return hashlib.blake2b(f"{fingerprint}\0{text}\0{payload_json}".encode(), digest_size=16).hexdigest()
+
+
+class _InFlight:
+    """Documents queued for embedding: each is recorded in the job state once all its points are durable."""
+
+    def __init__(self, collection: Collection, state: JobState, report: BuildReport, advance):
+        self.collection, self.state, self.report, self.advance = collection, state, report, advance
+        self.pending: dict[str, list] = {}  # doc -> [points left, hash, new point ids, old point ids]
+        self.done: list[tuple[str, str, list[str], list[str] | None]] = []
+
+    def add(self, doc: str, digest: str, points: list[str], old: list[str] | None) -> None:
+        self.pending[doc] = [len(points), digest, points, old]
+
+    def landed(self, batch: pa.Table) -> None:
+        for doc in batch.column("doc").to_pylist():
+            entry = self.pending[doc]
+            entry[0] -= 1
+            if entry[0] == 0:
+                del self.pending[doc]
+                self.done.append((doc, entry[1], entry[2], entry[3]))
+
+    def checkpoint(self) -> None:
+        """Delete the points a re-embedded document no longer has, then record the finished documents."""
+        if not self.done:
+            return
+        stale = [p for _, _, new, old in self.done if old for p in sorted(set(old) - set(new))]
+        if stale:
+            self.report.deleted_points += self.collection.delete(stale, missing="ignore")
+        self.state.record([d[0] for d in self.done], [d[1] for d in self.done], [d[2] for d in self.done])
+        self.report.docs_embedded += len(self.done)
+        self.advance(len(self.done))
+        self.done.clear()
+
+
+def run_build(
+    collection: Collection,
+    embedder: Embedder,
+    spec: SourceSpec,
+    check: SourceCheck,
+    con: duckdb.DuckDBPyConnection,
+    encoder: Encoder,
+    *,
+    policies: Policies = Policies(),
+    options: BuildOptions = BuildOptions(),
+    engine: str = "local",
+) -> BuildReport:
+    """Stream the checked source into ``collection``; see the module docstring. Returns the run's summary."""
+    start = time.perf_counter()
+    layer, dim = embedder.check_point(options.layer, options.dim)
+    if dim != collection.dim:
+        raise ValueError(f"--dim: the collection holds {collection.dim}-dim vectors, got {dim}")
+    if options.chunk_tokens:
+        check_chunking(options.chunk_tokens, options.chunk_overlap, embedder.max_seq_length)
+    report = BuildReport(engine=engine, unreadable_files=list(check.unreadable))
+    if check.unreadable:
+        report.skipped["unreadable_file"] = len(check.unreadable)
+    if check.invalid_rows:
+        report.skipped["invalid_row"] = check.invalid_rows
+    fingerprint = setup_fingerprint(embedder, options)
+    model_version = embedder.manifest.tag
+    truncated_before = embedder.truncated_texts
+    state = JobState(state_path(collection, options.job))
+    shards = ShardWriter(options.parquet_dir, dim, options.shard_rows) if options.parquet_dir else None
+    total = min(check.rows, spec.limit) if spec.limit else check.rows
+    try:
+        with progress_bar("indexing", total=total, unit="docs", enabled=options.show_progress) as advance:
+            inflight = _InFlight(collection, state, report, advance)
+
+            last = [time.monotonic()]
+
+            def on_batch(batch: pa.Table, vectors: np.ndarray) -> None:
+                inflight.landed(batch)
+                if shards is not None:
+                    if shards.write(batch, vectors, model_version):
+                        inflight.checkpoint()
+                elif time.monotonic() - last[0] >= options.checkpoint_seconds:
+                    inflight.checkpoint()
+                    last[0] = time.monotonic()
+
+            windows = _windows(con, spec, check, policies, options, embedder, fingerprint, state, inflight, report, advance)
+            report.points_upserted = ingest_windows(collection, windows, encoder, model_version, on_batch=on_batch)
+            if shards is not None:
+                shards.flush()
+                report.shards = [str(s) for s in shards.shards]
+            inflight.checkpoint()
+        if options.delete_missing and check.complete and not spec.limit:
+            gone = state.unseen()
+            if gone:
+                report.deleted_points += collection.delete([p for _, points in gone for p in points], missing="ignore")
+                state.forget([doc for doc, _ in gone])
+                report.deleted_docs = len(gone)
+        collection.commit()
+    finally:
+        state.close()
+    report.truncated_texts = embedder.truncated_texts - truncated_before
+    report.collection_points = len(collection)
+    report.wall_s = round(time.perf_counter() - start, 3)
+    report.peak_rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return report
+
+
+def _windows(con, spec, check, policies, options, embedder, fingerprint, state, inflight, report, advance):
+    """Windows of points to embed, read batch by batch; skipped and unchanged documents advance the bar here."""
+    skipped = report.skipped
+    seen_duplicates: set[str] = set()
+    queued: list[pa.Table] = []
+    queued_rows = 0
+    text_key = spec.text_column
+    for rb in stream(con, check.query, options.read_rows):
+        n = rb.num_rows
+        report.rows_read += n
+        ids = rb.column(ID).to_pylist()
+        texts = rb.column(TEXT).to_pylist()
+        payload_rows = rb.select(check.payload_columns).to_pylist() if check.payload_columns else [{} for _ in range(n)]
+        keep_ids, keep_texts, keep_payloads, hashes = [], [], [], []
+        for doc, text, payload in zip(ids, texts, payload_rows):
+            reason = None
+            if doc is None or not doc.strip():
+                reason = "null_id"
+            elif text is None or not text.strip():
+                reason = "empty_text"
+            elif doc in check.duplicate_ids:
+                if doc in seen_duplicates:
+                    reason = "duplicate_id"
+                seen_duplicates.add(doc)
+            if reason is not None:
+                case = "duplicate" if reason == "duplicate_id" else "empty"
+                if getattr(policies, case) == "fail":  # the source changed since it was checked
+                    raise ValueError(f"--source: row with id {doc!r}: {reason} (pass --on-{case} skip)")
+                skipped[reason] = skipped.get(reason, 0) + 1
+                continue
+            payload_json = json.dumps({k: jsonable(v) for k, v in payload.items()}, allow_nan=False)
+            keep_ids.append(doc)
+            keep_texts.append(text)
+            keep_payloads.append(payload_json)
+            hashes.append(content_hash(fingerprint, text, payload_json))
+        changed = state.changed(keep_ids, hashes) if keep_ids else {}
+        report.unchanged += len(keep_ids) - len(changed)
+        advance(n - len(changed))
+        if not changed:
+            continue
+        rows = [i for i, doc in enumerate(keep_ids) if doc in changed]
+        window = _points(embedder, options, text_key, [keep_ids[i] for i in rows], [keep_texts[i] for i in rows],
+                         [keep_payloads[i] for i in rows])
+        for i in rows:
+            doc = keep_ids[i]
+            points = window.points_of[doc]
+            inflight.add(doc, hashes[i], points, changed[doc])
+        queued.append(window.table)
+        queued_rows += window.table.num_rows
+        if queued_rows >= options.window:
+            yield pa.concat_tables(queued)
+            queued, queued_rows = [], 0
+    if queued:
+        yield pa.concat_tables(queued)
+
+
+@dataclass
+class _Points:
+    table: pa.Table
+    points_of: dict[str, list[str]]
+
+
+def _points(embedder: Embedder, options: BuildOptions, text_key: str, docs: list[str], texts: list[str], payloads: list[str]) -> _Points:
+    """The points of documents: one per document, or one per chunk (ids ``doc#i``, payload ``doc_id``/``chunk``)."""
+    if not options.chunk_tokens:
+        columns = [pa.array(docs, pa.string()), pa.array(texts, pa.string()), pa.array(payloads, pa.string()), pa.array(docs, pa.string())]
+        return _Points(pa.table(columns, schema=POINTS_SCHEMA), {d: [d] for d in docs})
+    ids, chunk_texts_, chunk_payloads, chunk_docs, points_of = [], [], [], [], {}
+    for doc, text, payload, chunks in zip(docs, texts, payloads, chunk_texts(embedder.tokenizer, texts, options.chunk_tokens, options.chunk_overlap)):
+        base = json.loads(payload)
+        points_of[doc] = []
+        for i, chunk in enumerate(chunks):
+            point = chunk_id(doc, i)
+            points_of[doc].append(point)
+            ids.append(point)
+            chunk_texts_.append(chunk)
+            chunk_payloads.append({**base, **({text_key: chunk} if text_key in base else {}), "doc_id": doc, "chunk": i})
+            chunk_docs.append(doc)
+    return _Points(points_table(ids, chunk_texts_, chunk_payloads, chunk_docs), points_of)

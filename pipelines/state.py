@@ -1,0 +1,82 @@
+"""A build job's memory of what it indexed: per document, its content hash and the point ids it wrote.
+
+Kept in a DuckDB file next to the collection's files (``<collection>/jobs/<name>.duckdb``), one table::
+
+    docs(id VARCHAR PRIMARY KEY, hash VARCHAR, points VARCHAR[])
+
+It is what makes a job resumable and incremental with one rule: a document is embedded when its hash differs
+from the recorded one (new documents have none). A document is recorded only after every one of its points is
+durable in the collection (``Collection.upsert`` returns after its WAL fsync), so after a crash the state can lag
+the collection but never lead it: a rerun re-embeds at most the documents of the batches in flight, and an
+upsert of a known id replaces it, so every id ends up stored exactly once. Documents recorded here but absent
+from a complete read of the source are the deleted ones.
+
+The ids seen during a run go to a temporary table, so neither the seen set nor the state is held in Python
+memory; DuckDB spills both to disk when they grow.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+
+class JobState:
+    """Open (or create) the state file of a job; ``close()`` when done."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.con = duckdb.connect(str(self.path))
+        self.con.execute("CREATE TABLE IF NOT EXISTS docs (id VARCHAR PRIMARY KEY, hash VARCHAR NOT NULL, points VARCHAR[] NOT NULL)")
+        self.con.execute("CREATE TEMP TABLE IF NOT EXISTS seen (id VARCHAR)")
+
+    def __len__(self) -> int:
+        return int(self.con.sql("SELECT count(*) FROM docs").fetchone()[0])
+
+    def changed(self, ids: list[str], hashes: list[str]) -> dict[str, list[str] | None]:
+        """The documents among ``ids`` whose hash differs from the recorded one, mapped to their old point ids
+        (None for a new document). Also marks every one of ``ids`` as seen in this run."""
+        batch = pa.table({"id": pa.array(ids, pa.string()), "hash": pa.array(hashes, pa.string())})
+        self.con.register("batch_docs", batch)
+        try:
+            self.con.execute("INSERT INTO seen SELECT id FROM batch_docs")
+            rows = self.con.sql(
+                "SELECT b.id, d.points FROM batch_docs b LEFT JOIN docs d ON d.id = b.id WHERE d.hash IS DISTINCT FROM b.hash"
+            ).fetchall()
+        finally:
+            self.con.unregister("batch_docs")
+        return {doc_id: points for doc_id, points in rows}
+
+    def record(self, ids: list[str], hashes: list[str], points: list[list[str]]) -> None:
+        """Remember documents as indexed (call only once their points are durable in the collection)."""
+        if not ids:
+            return
+        batch = pa.table({
+            "id": pa.array(ids, pa.string()),
+            "hash": pa.array(hashes, pa.string()),
+            "points": pa.array(points, pa.list_(pa.string())),
+        })
+        self.con.register("done_docs", batch)
+        try:
+            self.con.execute("INSERT OR REPLACE INTO docs SELECT id, hash, points FROM done_docs")
+        finally:
+            self.con.unregister("done_docs")
+
+    def unseen(self) -> list[tuple[str, list[str]]]:
+        """Recorded documents not seen in this run, with their point ids: deleted from the source."""
+        return [(r[0], list(r[1])) for r in self.con.sql("SELECT id, points FROM docs ANTI JOIN seen USING (id) ORDER BY id").fetchall()]
+
+    def forget(self, ids: list[str]) -> None:
+        if not ids:
+            return
+        self.con.register("gone", pa.table({"id": pa.array(ids, pa.string())}))
+        try:
+            self.con.execute("DELETE FROM docs WHERE id IN (SELECT id FROM gone)")
+        finally:
+            self.con.unregister("gone")
+
+    def close(self) -> None:
+        self.con.close()
