@@ -123,21 +123,21 @@ def _evaluate_plans(
     """The exact baseline and every plan, each through a collection whose stage one is built on its first dim."""
     dim, k = doc_vectors.shape[1], 10
     exact = Plan.exact(dim, k)
-    by_first_dim: dict[int, list[Plan]] = {}
-    for plan in plans:
-        by_first_dim.setdefault(plan.stages[0].dim, []).append(plan)
-    rows: list[dict] = []
+    by_first_dim: dict[int, list[int]] = {}
+    for i, plan in enumerate(plans):
+        by_first_dim.setdefault(plan.stages[0].dim, []).append(i)
+    rows: list[dict | None] = [None] * (len(plans) + 1)  # the exact baseline, then the plans in the order given
     with tempfile.TemporaryDirectory(prefix="telescope-eval-") as tmp:
-        for first_dim, group in sorted(by_first_dim.items()):
+        for first_dim, indices in sorted(by_first_dim.items()):
             with Collection.create(f"{tmp}/c{first_dim}", dim, stage_one=stage_one, stage_one_dim=first_dim) as c:
                 c.upsert(data.doc_ids, doc_vectors, model_version=model_version)
                 c.commit()
-                baseline, measured = measure_plans(c, query_vectors, group, k=k, repeats=repeats)
-                if not rows:
-                    rows.append({"exact": True, **_plan_quality(c, data, query_vectors, exact), **baseline.to_dict()})
-                for plan, m in zip(group, measured):
-                    rows.append({"exact": False, **_plan_quality(c, data, query_vectors, plan), **m.to_dict()})
-    return rows
+                baseline, measured = measure_plans(c, query_vectors, [plans[i] for i in indices], k=k, repeats=repeats)
+                if rows[0] is None:
+                    rows[0] = {"exact": True, **_plan_quality(c, data, query_vectors, exact), **baseline.to_dict()}
+                for i, m in zip(indices, measured):
+                    rows[i + 1] = {"exact": False, **_plan_quality(c, data, query_vectors, plans[i]), **m.to_dict()}
+    return [row for row in rows if row is not None]
 
 
 def _plan_quality(collection: Collection, data: BeirData, queries: np.ndarray, plan: Plan) -> dict[str, float]:

@@ -206,7 +206,9 @@ def plot(report: dict, path: Path) -> None:
                 f"{p['plan']}\nnDCG@10 {p['ndcg@10']:.1f}", (p["queries_per_s"], p["recall_at_k"]), fontsize=7,
                 xytext=(4, 4), textcoords="offset points",
             )
-        ax.set_xscale("log")
+        speeds = [p["queries_per_s"] for p in plans]
+        if max(speeds) > 10 * min(speeds):
+            ax.set_xscale("log")
         ax.set_xlabel("queries/s (batch, median)")
         ax.set_ylabel("recall@10 vs exact")
         ax.set_title("search plans through the index", fontsize=10)

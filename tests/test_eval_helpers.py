@@ -32,8 +32,9 @@ def make_sts(path: Path, n: int = 24) -> Path:
     rng = random.Random(1)
     lines = ["sentence1\tsentence2\tscore"]
     for i in range(n):
-        a = " ".join(rng.choice(WORDS) for _ in range(6))
-        b = " ".join(rng.choice(WORDS) for _ in range(6)) if i % 2 else a
+        a = [rng.choice(WORDS) for _ in range(6)]
+        b = a[: i % 6] + [rng.choice(WORDS) for _ in range(6 - i % 6)] + ["end"]  # no identical pair: no tied cosines
+        a, b = " ".join(a), " ".join(b)
         lines.append(f"{a}\t{b}\t{rng.uniform(0, 5):.2f}")
     path.write_text("\n".join(lines) + "\n")
     return path
