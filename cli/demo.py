@@ -40,6 +40,7 @@ def demo(
     plan: Annotated[Optional[str], typer.Option(help="A plan to show (default: chosen for --recall-target).")] = None,
     recall_target: Annotated[float, typer.Option(help="Recall@k the chosen plan must reach on a sample.")] = RECALL_TARGET,
     k: Annotated[int, typer.Option("--k", "-k", help="Hits per query.")] = 10,
+    serve: Annotated[bool, typer.Option(help="Finish by serving the collection over gRPC and querying it.")] = True,
 ) -> None:
     """Index the shipped WordNet glosses, search them coarse-to-fine, compare with exact search."""
     from telescope.embedder import load_embedder
@@ -106,6 +107,10 @@ def demo(
         f"total demo time {time.perf_counter() - start:.0f} s"
     )
     collection.close()
+    if serve:  # the service as users meet it (cli/demo_serve.py)
+        from telescope.cli.demo_serve import show_service
+
+        show_service(out, path.name, EXAMPLES, console=console)
 
 
 def _open_current(path: Path, key: str):

@@ -33,9 +33,10 @@ def serve(
     max_workers: Annotated[int, typer.Option(help="Threads answering calls.")] = 16,
     grace: Annotated[float, typer.Option(help="Seconds calls in flight may take to finish at shutdown.")] = 30.0,
     gzip: Annotated[bool, typer.Option(help="Compress responses with gzip for clients that accept it.")] = True,
+    compute_threads: Annotated[int, typer.Option(help="torch and FAISS threads per call (calls run in parallel).")] = 1,
 ) -> None:
     """Serve the collections under --data over gRPC (telescope.v1 + health + reflection)."""
-    from telescope.server.app import ServerConfig, TelescopeServer
+    from telescope.server.app import ServerConfig, TelescopeServer, set_compute_threads
     from telescope.server.auth import read_token
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -43,6 +44,7 @@ def serve(
         data_dir=data, host=host, port=port, token=read_token(token or None, token_file),
         tls_cert=tls_cert, tls_key=tls_key, model=model, max_workers=max_workers, gzip=gzip,
     )
+    set_compute_threads(compute_threads)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: stop.set())

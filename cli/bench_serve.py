@@ -1,0 +1,164 @@
+"""``telescope bench serve``: QPS and latency of the gRPC server under C concurrent clients, vector and text
+queries separately, against a 100k-vector collection; JSON and markdown under docs/results/."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+DEMO_TEXTS = Path(__file__).resolve().parents[1] / "data" / "demo" / "wordnet_glosses_20k.tsv.gz"
+
+
+def register(bench_app: typer.Typer) -> None:
+    bench_app.command("serve")(bench_serve)
+
+
+def bench_serve(
+    points: Annotated[int, typer.Option(help="Vectors in the collection (prefix-structured random, seeded).")] = 100_000,
+    clients: Annotated[str, typer.Option(help="Concurrent clients to measure, comma-separated.")] = "1,4,16",
+    seconds: Annotated[float, typer.Option(help="Measured seconds per (query kind, clients).")] = 10.0,
+    warmup: Annotated[float, typer.Option(help="Unmeasured seconds before each measurement.")] = 2.0,
+    plan: Annotated[str, typer.Option(help="The collection's plan (vector and text queries use it).")] = "128:100,384:10",
+    stage_one: Annotated[str, typer.Option(help="FAISS factory string of stage one.")] = "HNSW32",
+    stage_one_params: Annotated[str, typer.Option(help="FAISS parameters of stage one.")] = "efSearch=64",
+    k: Annotated[int, typer.Option("--k", "-k", help="Hits per query.")] = 10,
+    queries: Annotated[str, typer.Option(help="Query kinds: vector, text or both.")] = "vector,text",
+    cache: Annotated[Path, typer.Option(help="Where the collection is built and kept.")] = Path(".cache/bench-serve"),
+    out: Annotated[Path, typer.Option(help="JSON report (a .md table is written beside it).")] = Path("docs/results/bench_serve.json"),
+    max_workers: Annotated[int, typer.Option(help="Server threads.")] = 32,
+) -> None:
+    """Start `telescope serve` on the benchmark collection and measure C closed-loop clients per query kind."""
+    import faiss
+    import grpc
+    import numpy as np
+    import torch
+
+    from telescope.embedder import load_embedder
+    from telescope.pipelines.sources import read_table, texts_from
+    from telescope.server.bench import build_collection, query_vectors, run_clients
+    from telescope.server.process import ServerProcess
+
+    console = Console()
+    levels = [int(c) for c in clients.split(",") if c.strip()]
+    kinds = [q.strip() for q in queries.split(",") if q.strip()]
+    if not levels or any(c < 1 for c in levels):
+        raise ValueError(f"--clients: expected positive integers separated by commas, got {clients!r}")
+    if not set(kinds) <= {"vector", "text"} or not kinds:
+        raise ValueError(f"--queries: expected 'vector', 'text' or both, got {queries!r}")
+    command = "telescope " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    embedder = load_embedder("default")
+    dim = embedder.full_dim
+    data_dir = cache / "data"
+    t0 = time.perf_counter()
+    collection, data_hash = build_collection(
+        data_dir / "bench", points, dim, plan, stage_one, stage_one_params,
+        {"model": "default", "model_version": embedder.manifest.tag},
+    )
+    build_s = time.perf_counter() - t0
+    collection.close()
+    console.print(f"collection: {points:,} x {dim} ({stage_one} {stage_one_params}, plan {plan}) ready in {build_s:.0f} s")
+    vectors = query_vectors(min(points, 10_000), dim)
+    _, texts, _ = texts_from(read_table(DEMO_TEXTS, "tsv"))
+    texts = texts[-500:]  # the demo's held-out glosses
+
+    def vector_call(client, i):
+        return client.search("bench", vector=vectors[i % len(vectors)], k=k)
+
+    def text_call(client, i):
+        return client.search("bench", text=texts[i % len(texts)], k=k)
+
+    import psutil
+
+    load_before = os.getloadavg()
+    results = []
+    with ServerProcess(data_dir, args=["--max-workers", str(max_workers)]) as server:
+        proc = psutil.Process(server.process.pid)
+        for kind in kinds:
+            for c in levels:
+                cpu = sum(proc.cpu_times()[:2])
+                r = run_clients(server.target, vector_call if kind == "vector" else text_call, c, seconds, warmup, kind)
+                r.server_cpu_ms_per_call = 1000 * (sum(proc.cpu_times()[:2]) - cpu) / max(r.calls_total, 1)
+                results.append(r.to_dict())
+                console.print(
+                    f"{kind:6s} C={c:<3d} {r.qps:8.1f} QPS  p50 {r.p50_ms:6.2f} ms  p99 {r.p99_ms:6.2f} ms  "
+                    f"errors {r.errors}  server CPU {r.server_cpu_ms_per_call:.2f} ms/call"
+                )
+    at16 = [r for r in results if r["query"] == "vector" and r["clients"] == 16]
+    report = {
+        "command": command,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "versions": {
+            "telescope": _git_commit(),
+            "python": platform.python_version(),
+            "grpcio": grpc.__version__,
+            "faiss": faiss.__version__,
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+        },
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "loadavg_before": load_before,
+                    "loadavg_after": os.getloadavg(), "note": "clients and server on the same machine"},
+        "collection": {"points": points, "dim": dim, "plan": plan, "stage_one": stage_one,
+                       "stage_one_params": stage_one_params, "vectors_sha256_16": data_hash,
+                       "data": "prefix-structured random unit vectors, seed 0 (telescope.server.bench.nested_vectors)",
+                       "build_or_load_s": round(build_s, 1)},
+        "model": {"tag": embedder.manifest.tag, "hash": embedder.model_hash},
+        "queries": {"vector": "stored vectors + 0.05 noise, 10k distinct", "text": "500 held-out WordNet glosses of the demo",
+                    "k": k},
+        "server": {"max_workers": max_workers, "gzip": True, "process": "telescope serve (child process)"},
+        "results": results,
+        "target": {"vector_p99_ms_at_16_clients": 25.0,
+                   "met": bool(at16) and all(r["p99_ms"] < 25.0 and r["errors"] == 0 for r in at16)},
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    out.with_suffix(".md").write_text(_markdown(report))
+    table = Table(title=f"telescope serve, {points:,} vectors, plan {plan}, {stage_one} {stage_one_params}")
+    for column in ("query", "clients", "QPS", "p50 ms", "p99 ms", "errors"):
+        table.add_column(column, justify="right")
+    for r in results:
+        table.add_row(r["query"], str(r["clients"]), f"{r['qps']:.1f}", f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", str(r["errors"]))
+    console.print(table)
+    console.print(f"target vector p99 < 25 ms at C=16: {'met' if report['target']['met'] else 'NOT met'}")
+    console.print(f"wrote {out} and {out.with_suffix('.md')}\ncommand: {command}")
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parents[1], timeout=10).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _markdown(report: dict) -> str:
+    c = report["collection"]
+    lines = [
+        "# telescope serve: gRPC throughput and latency",
+        "",
+        f"`{report['command']}` at {report['finished']} (commit {report['versions']['telescope']}); "
+        f"{report['machine']['cpus']} CPUs, load average before {report['machine']['loadavg_before'][0]:.1f}; "
+        "clients and server on the same machine.",
+        "",
+        f"Collection: {c['points']:,} x {c['dim']} {c['data']}; stage one {c['stage_one']} {c['stage_one_params']}, "
+        f"plan {c['plan']}, k={report['queries']['k']}. Text queries embedded by {report['model']['tag']} on the server.",
+        "",
+        "| query | clients | QPS | p50 ms | p90 ms | p99 ms | errors | server CPU ms/call |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["results"]:
+        lines.append(f"| {r['query']} | {r['clients']} | {r['qps']:.1f} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | "
+                     f"{r['p99_ms']:.2f} | {r['errors']} | {r['server_cpu_ms_per_call']:.2f} |")
+    met = report["target"]["met"]
+    lines += ["", f"Target: vector queries p99 < 25 ms at 16 clients: **{'met' if met else 'not met'}**.", ""]
+    return "\n".join(lines)

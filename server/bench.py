@@ -1,0 +1,147 @@
+"""Serving benchmark: closed-loop concurrent clients against a running server, latency percentiles and QPS.
+
+``build_collection`` writes a collection of prefix-structured random unit vectors (coordinate j scaled by
+1/sqrt(j+1), points around cluster centres: the shape of Matryoshka vectors, so coarse-to-fine plans behave as
+on real embeddings) with a stored model for text queries. ``run_clients`` runs C threads, each with its own
+channel, each sending its next request as soon as the last one returned, for T seconds after a warm-up, and
+counts every failed call. No benchmark tool for gRPC ships in Python (ghz is a Go binary), hence this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from telescope.index import Collection
+from telescope.server.client import Client, RemoteError
+
+
+def nested_vectors(n: int, dim: int, seed: int = 0, clusters: int = 1000) -> np.ndarray:
+    """Unit vectors whose first coordinates carry most of the signal, in ``clusters`` clusters (float32)."""
+    rng = np.random.default_rng(seed)
+    scale = (1.0 / np.sqrt(np.arange(1, dim + 1))).astype(np.float32)
+    centers = rng.standard_normal((clusters, dim), dtype=np.float32) * scale
+    v = centers[rng.integers(0, clusters, n)] + 0.5 * rng.standard_normal((n, dim), dtype=np.float32) * scale
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def build_collection(
+    path: Path, n: int, dim: int, plan: str, stage_one: str, stage_one_params: str, properties: dict, seed: int = 0
+) -> tuple[Collection, str]:
+    """The benchmark collection at ``path`` (reused when it holds the same data and configuration); returns it
+    and the sha256 of its vectors."""
+    vectors = nested_vectors(n, dim, seed)
+    data_hash = hashlib.sha256(vectors.tobytes()).hexdigest()[:16]
+    key = f"{data_hash}|{plan}|{stage_one}|{stage_one_params}|{sorted(properties.items())}"
+    try:
+        existing = Collection.open(path)
+        if existing.properties.get("bench_key") == key and len(existing) == n:
+            return existing, data_hash
+        existing.close()
+    except LookupError:
+        pass
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+    c = Collection.create(
+        path, dim, default_plan=plan, stage_one=stage_one, stage_one_params=stage_one_params,
+        flush_rows=n + 1, properties={**properties, "bench_key": key},
+    )
+    for start in range(0, n, 10_000):
+        stop = min(n, start + 10_000)
+        c.upsert([f"v{i}" for i in range(start, stop)], vectors[start:stop], [{"n": i} for i in range(start, stop)],
+                 model_version=properties.get("model_version", "bench"))
+    c.commit()  # builds and writes the stage-one index
+    return c, data_hash
+
+
+def query_vectors(n: int, dim: int, seed: int = 1, noise: float = 0.05) -> np.ndarray:
+    """Queries near stored points (same generator, other seed for the noise)."""
+    base = nested_vectors(n, dim, seed=0)[np.random.default_rng(seed).permutation(n)]
+    noisy = base + noise * np.random.default_rng(seed + 1).standard_normal(base.shape, dtype=np.float32)
+    return noisy / np.linalg.norm(noisy, axis=1, keepdims=True)
+
+
+@dataclass
+class LoadResult:
+    query: str
+    clients: int
+    seconds: float
+    requests: int
+    qps: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    max_ms: float
+    errors: int
+    error_codes: dict
+    calls_total: int = 0  # successful calls including the warm-up
+    server_cpu_ms_per_call: float | None = None  # server process CPU time (user + system) per call, when measured
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def run_clients(
+    target: str,
+    call: Callable[[Client, int], object],
+    clients: int,
+    seconds: float,
+    warmup: float = 1.0,
+    query: str = "",
+    client_options: dict | None = None,
+) -> LoadResult:
+    """``clients`` closed-loop threads calling ``call(client, i)`` (i counts that thread's calls) for ``seconds``."""
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    calls = [0] * clients
+    errors: Counter[str] = Counter()
+    lock = threading.Lock()
+    start_barrier = threading.Barrier(clients + 1)
+    times: dict[str, float] = {}
+
+    def worker(w: int) -> None:
+        with Client(target, **(client_options or {})) as client:
+            start_barrier.wait()
+            i = w * 1_000_003
+            while True:
+                now = time.perf_counter()
+                if now >= times["end"]:
+                    return
+                try:
+                    call(client, i)
+                    ok = True
+                except RemoteError as e:
+                    ok = False
+                    with lock:
+                        errors[e.code.name] += 1
+                done = time.perf_counter()
+                if ok:
+                    calls[w] += 1
+                    if now >= times["measure"]:
+                        latencies[w].append(done - now)
+                i += 1
+
+    threads = [threading.Thread(target=worker, args=(w,), daemon=True) for w in range(clients)]
+    for t in threads:
+        t.start()
+    begin = time.perf_counter()
+    times["measure"], times["end"] = begin + warmup, begin + warmup + seconds
+    start_barrier.wait()
+    for t in threads:
+        t.join(warmup + seconds + 120)
+    lat = np.array([x for per in latencies for x in per]) * 1000
+    p50, p90, p99 = (float(np.percentile(lat, q)) for q in (50, 90, 99)) if len(lat) else (float("nan"),) * 3
+    return LoadResult(
+        query=query, clients=clients, seconds=seconds, requests=len(lat), qps=len(lat) / seconds,
+        p50_ms=p50, p90_ms=p90, p99_ms=p99, mean_ms=float(lat.mean()) if len(lat) else float("nan"),
+        max_ms=float(lat.max()) if len(lat) else float("nan"), errors=sum(errors.values()), error_codes=dict(errors),
+        calls_total=sum(calls),
+    )
