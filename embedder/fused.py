@@ -164,7 +164,10 @@ class FusedModel:
         self.tower.categorical.save(folder)
         state = {k: v.detach().contiguous() for k, v in self.tower.state_dict().items() if not k.startswith("categorical.")}
         save_file(state, str(folder / TOWER_FILE))
-        text_model = str(self.embedder.path) if self.embedder.path is not None else "default"
+        from telescope.embedder.model import DEFAULT_MODEL, default_model_path
+
+        path = self.embedder.path
+        text_model = DEFAULT_MODEL if path is None or Path(path) == default_model_path() else str(path)
         meta = {
             "id": self.id,
             "version": self.version,

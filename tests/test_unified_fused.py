@@ -67,6 +67,17 @@ def test_collection_stores_and_searches_fused_vectors(tiny_embedder, tmp_path):
     assert hits[0][0].model_version == model.tag
 
 
+def test_fields_come_from_the_metadata_columns_the_pipelines_read(tiny_embedder, tmp_path):
+    from telescope.pipelines.sources import read_table, texts_from
+
+    source = tmp_path / "docs.csv"
+    source.write_text("id,text,lang,labels\nd0,a cat on a mat,en,pets|home\nd1,stock markets fell,de,\n")
+    ids, texts, payloads = texts_from(read_table(source))
+    model = fused_model(tiny_embedder)
+    by_hand = model.encode(texts, [{"lang": "en", "labels": ["pets", "home"]}, {"lang": "de"}])
+    np.testing.assert_allclose(model.encode(texts, payloads), by_hand, atol=1e-6)
+
+
 def test_contrastive_training_learns_a_field_only_signal():
     # Text says nothing (random vectors); the positive shares the anchor's category: only the tail can learn it.
     g = torch.Generator().manual_seed(0)
