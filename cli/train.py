@@ -14,7 +14,7 @@ def register(app: typer.Typer) -> None:
 
 
 def train(
-    objective: Annotated[str, typer.Option(help="plain | mrl | 2dmse | 2dmse-paper | starbucks | starbucks-mae | unified")],
+    objective: Annotated[str, typer.Option(help="plain | mrl | 2dmse | 2dmse-paper | starbucks | starbucks-mae | bt2 | bct | unified")],
     data: Annotated[list[Path], typer.Option(help="Training file (repeatable): pairs/triplets/scored TSV, or text lines for starbucks-mae.")],
     out: Annotated[Path, typer.Option(help="Output model folder (checkpoints under OUT/checkpoints; rerun to resume).")],
     base: Annotated[str, typer.Option(help="'default' (packaged all-MiniLM-L6-v2) or a model folder.")] = "default",
@@ -40,6 +40,13 @@ def train(
     rows: Annotated[int, typer.Option(help="unified: rows B per hashed table.")] = 4096,
     chunk_dim: Annotated[int, typer.Option(help="unified: chunk width d_c.")] = 16,
     tail_dim: Annotated[int, typer.Option(help="unified: dims of the categorical tail after the text dims.")] = 64,
+    old_model: Annotated[Optional[str], typer.Option(help="bt2/bct: the old model (its vectors fill the index): 'default' or a folder.")] = None,
+    independent_model: Annotated[Optional[str], typer.Option(help="bt2 (bct: optional): the independently trained new model; training starts from it.")] = None,
+    extra_dims: Annotated[Optional[int], typer.Option(help="bt2: dims added by the basis transform (default 25% of the old dim).")] = None,
+    new_weight: Annotated[float, typer.Option(help="bt2/bct: weight of the new-new contrastive loss.")] = 1.0,
+    influence_weight: Annotated[float, typer.Option(help="bt2/bct: weight of the influence loss (b(query) vs old documents).")] = 10.0,
+    align_old_weight: Annotated[float, typer.Option(help="bt2: weight of the cosine alignment of b to the old model.")] = 5.0,
+    align_new_weight: Annotated[float, typer.Option(help="bt2: weight of the cosine alignment to the independent model.")] = 1.0,
 ) -> None:
     """Train with one objective and write a telescope model folder (manifest with objective, pairs, data hash,
     seed, steps, speed, peak memory and the STS-B dev grid)."""
@@ -82,6 +89,13 @@ def train(
         save_steps=save_steps,
         max_rows=max_rows,
         dev_sts=(dev_sts or None) if dev_sts is not None else str(DEFAULT_STS_DEV),
+        old_model=old_model,
+        independent_model=independent_model,
+        extra_dims=extra_dims,
+        new_weight=new_weight,
+        influence_weight=influence_weight,
+        align_old_weight=align_old_weight,
+        align_new_weight=align_new_weight,
     )
     manifest = run(config)
     t = manifest.training

@@ -126,7 +126,8 @@ class Embedder:
         """Unit vectors at several grid points from one forward pass per batch.
 
         Runs the blocks up to the deepest layer asked for once, pools every asked layer's hidden states with
-        the model's own Pooling module, and cuts each to its dims: ``{(layer, dim): (len(texts), dim)}``.
+        the model's own Pooling module and any module after it (a BT^2 basis transform), and cuts each to its
+        dims: ``{(layer, dim): (len(texts), dim)}``.
         Texts are batched in order of length to cut padding.
         """
         texts = self.check_texts(texts)
@@ -134,7 +135,7 @@ class Embedder:
         if not points:
             raise ValueError("points: expected at least one (layer, dim), got none")
         layers = sorted({layer for layer, _ in points})
-        pooling = self._pooling()
+        after_pooling = [self._pooling(), *list(self.model)[2:]]
         pooled: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
         order = np.argsort([-len(t) for t in texts], kind="stable")
         self.truncated_texts += self.count_truncated(texts)
@@ -151,7 +152,9 @@ class Embedder:
                         "all_layer_embeddings": tuple(hidden[: layer + 1]),  # read by multi-layer pooling only
                         "attention_mask": features["attention_mask"],
                     }
-                    pooled[layer].append(pooling(pooled_features)["sentence_embedding"].float())
+                    for module in after_pooling:
+                        pooled_features = module(pooled_features)
+                    pooled[layer].append(pooled_features["sentence_embedding"].float())
                 advance(len(features["attention_mask"]))
         inverse = torch.from_numpy(np.argsort(order))
         out = {}

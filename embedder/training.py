@@ -17,6 +17,11 @@ Objectives (METHODS.md has the math):
 | 2dmse-paper | telescope Matryoshka2dPaperLoss (the paper's four-term step, 1/l weights, score KL) |
 | starbucks | telescope StarbucksLoss (every pair every step + score KL) |
 | starbucks-mae | telescope StarbucksMAELoss (SMAE continued pre-training on a text file, one text a line) |
+| bt2 | telescope BT2Loss: BasisTransform head ([b ; a], +25% dims), four losses against ``old_model`` and ``independent_model`` |
+| bct | telescope BCTLoss: new-new + influence loss against ``old_model`` (no extra dims) |
+
+``bt2`` and ``bct`` start from ``independent_model`` (else ``base``) and write ``compatible_with`` (the old model's
+``id:version`` and its dim, the comparable prefix) into the manifest.
 
 Data files (TSV, optionally .gz; a header row is recognised by its column names):
 pairs ``anchor/sentence1, positive/sentence2``; triplets ``anchor, positive, negative/hard_negative``;
@@ -48,10 +53,11 @@ from typing import Any
 import numpy as np
 
 import telescope.embedder  # noqa: F401  (sets the offline environment before sentence-transformers loads)
-from telescope.embedder.manifest import ModelManifest, nested_pairs
+from telescope.embedder.manifest import CompatibleWith, ModelManifest, nested_pairs
 from telescope.embedder.model import DEFAULT_MODEL, DEFAULT_MODEL_ID, resolve_model_path, uses_only_own_modules
 
-OBJECTIVES = ("plain", "mrl", "2dmse", "2dmse-paper", "starbucks", "starbucks-mae")
+OBJECTIVES = ("plain", "mrl", "2dmse", "2dmse-paper", "starbucks", "starbucks-mae", "bt2", "bct")
+COMPAT_OBJECTIVES = ("bt2", "bct")
 POOLINGS = ("mean", "mltp")
 CHECKPOINTS = "checkpoints"
 RUN_CONFIG = "run_config.json"
@@ -90,6 +96,13 @@ class TrainConfig:
     max_seq_length: int | None = None
     dev_sts: str | None = str(DEFAULT_STS_DEV)
     keep_checkpoints: bool = False  # a finished run removes OUT/checkpoints (the model folder is the result)
+    old_model: str | None = None  # bt2/bct: the model whose vectors fill the index
+    independent_model: str | None = None  # bt2 (bct: optional): the independently trained new model; the start point
+    extra_dims: int | None = None  # bt2: dims added to the new model's (default 25% of the old dim)
+    new_weight: float = 1.0  # bt2/bct: new-new contrastive loss
+    influence_weight: float = 10.0  # bt2/bct: b(query) against old documents
+    align_old_weight: float = 5.0  # bt2: cosine alignment of b to the old embedding
+    align_new_weight: float = 1.0  # bt2: cosine alignment of the new features to the independent model
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -131,6 +144,15 @@ class TrainConfig:
             raise ValueError(f"max_rows: expected >= 1, got {self.max_rows!r}")
         if self.pairs is not None:
             self.pairs = [(int(layer), int(dim)) for layer, dim in self.pairs]
+        if self.objective in COMPAT_OBJECTIVES:
+            if not self.old_model:
+                raise ValueError(f"old_model: expected a model folder (or 'default') for --objective {self.objective}, got none")
+            if self.objective == "bt2" and not self.independent_model:
+                raise ValueError("independent_model: expected a model folder (or 'default') for --objective bt2, got none")
+            if self.batch_size < 2:
+                raise ValueError(f"batch_size: expected >= 2 (in-batch negatives), got {self.batch_size}")
+        if self.extra_dims is not None and (isinstance(self.extra_dims, bool) or not isinstance(self.extra_dims, int) or self.extra_dims < 1):
+            raise ValueError(f"extra_dims: expected an integer >= 1, got {self.extra_dims!r}")
 
     def run_identity(self) -> dict[str, Any]:
         """The fields that must match for a rerun to resume the same run."""
@@ -275,7 +297,8 @@ def load_base(config: TrainConfig):
 
     from telescope.embedder.pooling_mltp import MultiLayerTrainablePooling, attach_mltp
 
-    path = resolve_model_path(config.base)
+    start = config.independent_model if config.objective in COMPAT_OBJECTIVES and config.independent_model else config.base
+    path = resolve_model_path(start)
     model = SentenceTransformer(
         str(path), device="cpu", local_files_only=True, trust_remote_code=uses_only_own_modules(path)
     )
@@ -287,7 +310,7 @@ def load_base(config: TrainConfig):
     elif config.pooling == "mean" and has_mltp:
         raise ValueError(f"pooling: expected mltp (the base {str(path)!r} already has an MLTP head), got 'mean'")
     base_manifest = ModelManifest.load(path)
-    base_id = base_manifest.tag if base_manifest else (DEFAULT_MODEL_ID if config.base == DEFAULT_MODEL else str(path))
+    base_id = base_manifest.tag if base_manifest else (DEFAULT_MODEL_ID if start == DEFAULT_MODEL else str(path))
     return model, path, base_manifest, base_id
 
 
@@ -301,7 +324,31 @@ def model_pairs(config: TrainConfig, model, base_manifest: ModelManifest | None)
     return nested_pairs(num_layers(model), int(model.get_embedding_dimension()))
 
 
-def build_loss(config: TrainConfig, model, kind: str, pairs: list[tuple[int, int]]):
+def load_compat_models(config: TrainConfig) -> dict[str, Any]:
+    """bt2/bct: the frozen old and independent models, and the old model's version tag (``{}`` otherwise)."""
+    if config.objective not in COMPAT_OBJECTIVES:
+        return {}
+    from telescope.embedder.model import load_embedder
+
+    out: dict[str, Any] = {}
+    for name in ("old_model", "independent_model"):
+        location = getattr(config, name)
+        if location:
+            embedder = load_embedder(location, device="cpu")
+            out[name], out[f"{name}_tag"] = embedder.model, embedder.manifest.tag
+    return out
+
+
+def attach_compat_head(config: TrainConfig, model, frozen: dict[str, Any]):
+    """bt2: the model with a fresh BasisTransform head after its pooling; other objectives: unchanged."""
+    if config.objective != "bt2":
+        return model
+    from telescope.embedder.basis_transform import attach_basis_transform
+
+    return attach_basis_transform(model, int(frozen["old_model"].get_embedding_dimension()), config.extra_dims)
+
+
+def build_loss(config: TrainConfig, model, kind: str, pairs: list[tuple[int, int]], frozen: dict[str, Any] | None = None):
     """The loss for the objective, and a one-line description of what implements it."""
     from sentence_transformers.sentence_transformer.losses import (
         CoSENTLoss,
@@ -318,6 +365,21 @@ def build_loss(config: TrainConfig, model, kind: str, pairs: list[tuple[int, int
         return StarbucksMAELoss(model, pairs), "telescope StarbucksMAELoss (MLM + MAE decoder at every pair)"
     base = CoSENTLoss(model) if kind == "scored" else MultipleNegativesRankingLoss(model)
     base_name = type(base).__name__
+    if config.objective in COMPAT_OBJECTIVES:
+        from telescope.embedder.losses.bct import BCTLoss
+        from telescope.embedder.losses.bt2 import BT2Loss
+
+        if kind != "contrastive":
+            raise ValueError(f"data: {config.objective} expects pairs or triplets (query, document), got {kind}")
+        frozen = frozen or {}
+        if config.objective == "bct":
+            loss = BCTLoss(model, base, frozen["old_model"], config.new_weight, config.influence_weight)
+            return loss, f"telescope BCTLoss({base_name}) against {frozen['old_model_tag']}"
+        loss = BT2Loss(
+            model, base, frozen["old_model"], frozen["independent_model"], config.new_weight,
+            config.influence_weight, config.align_old_weight, config.align_new_weight,
+        )
+        return loss, f"telescope BT2Loss({base_name}) against {frozen['old_model_tag']} and {frozen['independent_model_tag']}"
     full = int(model.get_embedding_dimension())
     dims = sorted({d for _, d in pairs} | {full}, reverse=True)
     if config.objective == "plain":
@@ -411,15 +473,19 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (), show_progress: boo
 
     set_seed(config.seed)
     model, base_path, base_manifest, base_id = load_base(config)
+    frozen = load_compat_models(config)
+    model = attach_compat_head(config, model, frozen)
     pairs = model_pairs(config, model, base_manifest)
     kind, dataset, described = load_datasets(config)
-    loss, loss_name = build_loss(config, model, kind, pairs)
+    loss, loss_name = build_loss(config, model, kind, pairs, frozen)
 
     head_patterns = {}
     if config.pooling == "mltp" or type(model[1]).__name__ == "MultiLayerTrainablePooling":
         head_patterns[r"(^|\.)model\.1\."] = config.head_learning_rate
     if config.objective == "starbucks-mae":
         head_patterns[r"^(head_transform|head_bias|decoder)"] = config.head_learning_rate
+    if config.objective == "bt2":
+        head_patterns[r"(^|\.)model\.2\."] = config.head_learning_rate  # the BasisTransform head
     args = SentenceTransformerTrainingArguments(
         output_dir=str(checkpoints),
         max_steps=config.steps if config.steps is not None else -1,
@@ -468,6 +534,9 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (), show_progress: boo
         base_model=base_id,
         objective=config.objective,
         pooling=pooling,
+        compatible_with=(
+            CompatibleWith(frozen["old_model_tag"], int(frozen["old_model"].get_embedding_dimension())) if frozen else None
+        ),
         training={
             "objective": config.objective,
             "loss": loss_name,
