@@ -95,7 +95,9 @@ class RayEncoder:
             ctx = ray.data.DataContext.get_current()
             ctx.enable_progress_bars = False
             ctx.print_on_execution_start = False
-            refs = [ray.put(by_length(w)) for w in windows if w.num_rows]
+            # Blocks of a few batches each, so that every actor of the pool gets work.
+            block = self.batch_size * 4
+            refs = [ray.put(w.slice(s, block)) for w in map(by_length, windows) for s in range(0, w.num_rows, block)]
             if not refs:
                 return
             dataset = ray.data.from_arrow_refs(refs).map_batches(
