@@ -53,7 +53,11 @@ def serve(
     auth = "token" if config.token else "no auth"
     print(f"listening on {server.target} ({'TLS' if tls_cert else 'plaintext'}, {auth}); loading collections", flush=True)
     start = time.perf_counter()
-    names = server.load()
+    try:
+        names = server.load()
+    except BaseException:
+        server.stop(0)  # a collection or model that cannot load: release the port and the locks, then report it
+        raise
     print(f"SERVING {len(names)} collection(s) {names} from {data} (loaded in {time.perf_counter() - start:.1f} s)", flush=True)
     while not stop.wait(1.0):
         pass
