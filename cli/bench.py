@@ -17,4 +17,5 @@ def register(app: typer.Typer) -> None:
     from telescope.cli import bench_serve
 
     bench_serve.register(bench_app)  # telescope bench serve (gRPC QPS and latency)
+    __import__("telescope.cli.bench_pipeline", fromlist=["register"]).register(bench_app)  # bench pipeline: own module
     app.add_typer(bench_app, name="bench")

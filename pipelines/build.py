@@ -17,8 +17,13 @@ unreadable file).
 Recording documents costs a DuckDB commit (~20-40 ms), so it happens at checkpoints: every
 ``checkpoint_seconds`` (default 5 s; 0 records after every batch), when a Parquet shard closes, and at the end.
 A crash loses at most the work since the last checkpoint: those points are already in the collection and are
-embedded once more and replaced on the rerun, so no id is ever stored twice. Memory holds one read batch, one window of pending texts and the documents in flight, not the
-source (the collection itself keeps its vectors in memory, as the index does).
+embedded once more and replaced on the rerun, so no id is ever stored twice.
+
+Memory holds one read batch, one window of pending texts and the documents in flight, not the source (the
+collection itself keeps its vectors in memory, as the index does). Written here rather than taken from a
+library: no embedding or ETL library keeps per-document content hashes against a vector store with this
+crash contract; the parts that are generic (reading, SQL, hashing state, Arrow, actor pools) are DuckDB,
+pyarrow and Ray.
 """
 
 from __future__ import annotations
