@@ -14,6 +14,15 @@ manifest (atomic rename), then starts a new WAL: a crash at any point leaves the
 WAL replays every acknowledged write after it. Files no manifest names are debris of a cut commit and removed.
 
 One process writes a collection at a time (an flock on ``LOCK``); any number may open it read-only.
+
+**Several model versions, several lengths.** During a model rollout a collection holds vectors of an old model
+and of a new, longer one whose first coordinates are comparable with the old (BT^2: ``[b ; a]``). The
+collection's ``dim`` is the longest; the manifest's ``version_dims`` records each shorter version's valid length.
+Such rows are stored zero-padded (so they stay unit length at every prefix up to their valid length) and a
+search scores them only there: each version group is searched with ``plan.within(its length)`` (the plan's
+shorter stages, then a last stage at its length), the groups' top-k merged by score under one lock, so a
+query sees one consistent state and an id at most once. ``reconfigure(dim=...)`` widens or narrows a collection
+(one atomic commit that rewrites the rows); ``upsert`` takes a version's own length and pads it.
 """
 
 from __future__ import annotations
@@ -208,32 +217,47 @@ class Collection:
         vectors: np.ndarray,
         payloads: Sequence[dict] | None = None,
         model_version: str = "unknown",
-    ) -> None:
-        """Insert or replace points. Returns once the write is durable (fsynced to the WAL).
+        *,
+        if_version: str | None = None,
+    ) -> int:
+        """Insert or replace points; returns how many were written, once the write is durable (WAL fsync).
 
-        Vectors are normalised to unit length at full dim. A batch must not repeat an id.
+        Vectors are normalised to unit length. They have the collection's dim, or the valid length of
+        ``model_version`` when ``version_dims`` records a shorter one. A batch must not repeat an id.
+        ``if_version`` writes only the ids whose live point was stored with that model version (the others are
+        skipped, atomically with the write): a backfill never overwrites a point written meanwhile.
         """
-        ids = _check_ids(ids)
-        vectors = self._check_vectors(vectors, len(ids))
-        payload_texts = _check_payloads(payloads, len(ids))
         if not isinstance(model_version, str) or not model_version:
             raise ValueError(f"model_version: expected a non-empty string, got {model_version!r}")
+        ids = _check_ids(ids)
+        vectors = self._check_vectors(vectors, len(ids), self.version_dim(model_version))
+        payload_texts = _check_payloads(payloads, len(ids))
         if not ids:
-            return
+            return 0
         vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-        record = pa.record_batch(
-            {
-                "id": pa.array(ids, pa.string()),
-                "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), self.dim),
-                "payload": pa.array(payload_texts, pa.string()),
-            },
-            metadata={"op": "upsert", "model_version": model_version},
-        )
+        if vectors.shape[1] < self.dim:  # an older, shorter model version: stored zero-padded
+            vectors = np.pad(vectors, ((0, 0), (0, self.dim - vectors.shape[1])))
         with self._lock:
+            if if_version is not None:
+                r = self._rows
+                keep = [i for i, point_id in enumerate(ids)
+                        if point_id in r.row_of and r.version_of(r.row_of[point_id]) == if_version]
+                ids, vectors, payload_texts = [ids[i] for i in keep], vectors[keep], [payload_texts[i] for i in keep]
+                if not ids:
+                    return 0
+            record = pa.record_batch(
+                {
+                    "id": pa.array(ids, pa.string()),
+                    "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), self.dim),
+                    "payload": pa.array(payload_texts, pa.string()),
+                },
+                metadata={"op": "upsert", "model_version": model_version},
+            )
             self._writable().append(record)
             self._apply(record)
             if self._rows.n - self._committed_rows >= self._manifest["flush_rows"]:
                 self.commit()
+        return len(ids)
 
     def delete(self, ids: Sequence[str], missing: str = "error") -> int:
         """Delete points by id; returns how many were deleted.
@@ -334,7 +358,8 @@ class Collection:
         if row is None:
             return None
         r = self._rows
-        return Point(r.ids[row], r.vectors[row].copy(), r.payload_of(row), r.version_of(row))
+        version = r.version_of(row)
+        return Point(r.ids[row], r.vectors[row, : self.version_dim(version)].copy(), r.payload_of(row), version)
 
     def search(
         self,
@@ -375,13 +400,35 @@ class Collection:
         plan = plan.for_k(plan.k if k is None else k)
         queries = self._check_queries(queries, plan)
         with self._lock:
-            first = plan.stages[0]
-            stage = self._stage_one(first.dim)
             alive = self._row_mask(where, model_version)
-            scores, rows = stage.search(queries, first.keep, alive)
-            for s in plan.stages[1:]:
-                scores, rows = rerank(queries, rows, self._rows.vectors, s.dim, s.keep)
+            groups = self._length_groups(plan.max_dim, alive)
+            if groups is None:
+                return self._run_plan(queries, plan, alive)
+            found = [self._run_plan(queries, plan.within(length), mask) for length, mask in groups]
+        return _merge_top(found, plan.k)
+
+    def _run_plan(self, queries: np.ndarray, plan: Plan, alive: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        first = plan.stages[0]
+        scores, rows = self._stage_one(first.dim).search(queries, first.keep, alive)
+        for s in plan.stages[1:]:
+            scores, rows = rerank(queries, rows, self._rows.vectors, s.dim, s.keep)
         return scores, rows
+
+    def _length_groups(self, max_dim: int, alive: np.ndarray | None) -> list[tuple[int, np.ndarray]] | None:
+        """None when every searchable row is at least ``max_dim`` long; else (length, row mask) per group of
+        model versions, a version's length being ``min(its valid dim, max_dim)``."""
+        r = self._rows
+        lengths = {code: min(self.version_dim(v), max_dim) for code, v in enumerate(r.versions)}
+        if all(length == max_dim for length in lengths.values()):
+            return None
+        searchable = r.alive if alive is None else alive
+        groups = []
+        for length in sorted(set(lengths.values()), reverse=True):
+            codes = [code for code, n in lengths.items() if n == length]
+            mask = searchable & np.isin(r.version_codes, codes)
+            if mask.any():
+                groups.append((length, mask))
+        return groups or [(max_dim, searchable)]
 
     def _row_mask(self, where: dict | None, model_version: str | None) -> np.ndarray | None:
         """Rows a search may return (bool per row), or None for every row: live, matching ``where`` and version."""
@@ -426,6 +473,79 @@ class Collection:
                         break
             return best or PlanChoice(Plan.exact(self.dim, k), 1.0, float(target), k, len(own), len(live))
 
+    def version_dim(self, version: str) -> int:
+        """The valid length of ``version``'s vectors: its ``version_dims`` entry, else the collection's dim."""
+        return int(self._manifest.get("version_dims", {}).get(version, self.dim))
+
+    def ids(self, *, model_version: str | None = None, other_than: str | None = None, limit: int | None = None) -> list[str]:
+        """Live ids in storage order: all, those stored with ``model_version``, or those with any other version
+        than ``other_than``; at most ``limit``."""
+        with self._lock:
+            r = self._rows
+            mask = r.alive.copy()
+            for version, keep in ((model_version, True), (other_than, False)):
+                if version is not None:
+                    match = np.zeros(r.n, bool) if version not in r.versions else r.version_codes == r.versions.index(version)
+                    mask &= match if keep else ~match
+            rows = np.flatnonzero(mask)[:limit]
+            return [r.ids[row] for row in rows.tolist()]
+
+    def reconfigure(
+        self, *, dim: int | None = None, default_plan: Plan | str | None = None, properties: dict | None = None
+    ) -> None:
+        """Change the dim, the default plan and/or the properties in one atomic manifest write.
+
+        A new ``dim`` rewrites every live row, zero-padded or cut, as one new segment (a compacting commit):
+        versions shorter than the new dim are recorded in ``version_dims``. Narrowing below a stored version's
+        valid length is refused (re-embed those points first).
+        """
+        with self._lock:
+            self._writable()
+            new_dim = self.dim if dim is None else dim
+            if isinstance(new_dim, bool) or not isinstance(new_dim, int) or new_dim < 1:
+                raise ValueError(f"dim: expected an integer >= 1, got {dim!r}")
+            plan = Plan.of(default_plan) if default_plan is not None else self.default_plan
+            plan.check_dim(new_dim)
+            r = self._rows
+            live = sorted({r.versions[c] for c in np.unique(r.version_codes[r.alive])})
+            lengths = {v: self.version_dim(v) for v in live}
+            too_long = {v: n for v, n in lengths.items() if n > new_dim}
+            if too_long:
+                raise ValueError(
+                    f"dim: expected at least the stored vectors' length {max(too_long.values())} "
+                    f"(model versions {sorted(too_long)}), got {new_dim}"
+                )
+            if new_dim == self.dim:
+                manifest = dict(self._manifest, default_plan=str(plan))
+                if properties is not None:
+                    manifest["properties"] = dict(properties)
+                write_json(self.path / MANIFEST, manifest)
+                self._manifest = manifest
+                return
+            self.commit(compact=True)  # the WAL is empty and the live rows one segment from here on
+            manifest = dict(self._manifest, default_plan=str(plan))
+            if properties is not None:
+                manifest["properties"] = dict(properties)
+            rows = Rows(new_dim)
+            old = self._rows
+            vectors = np.zeros((old.n, new_dim), dtype=np.float32)
+            keep = min(new_dim, self.dim)
+            vectors[:, :keep] = old.vectors[:, :keep]
+            rows.append(old.ids, vectors, old.payloads, [old.version_of(i) for i in range(old.n)])
+            s1 = dict(self._manifest["stage_one"])
+            s1["dim"] = min(s1["dim"], new_dim)
+            manifest.update(
+                dim=new_dim,
+                stage_one=s1,
+                segments=[],
+                deleted=None,
+                version_dims={v: n for v, n in lengths.items() if n < new_dim},
+            )
+            self._manifest, self.dim, self._rows = manifest, new_dim, rows
+            self._stage_ones.clear()
+            self._committed_rows = 0
+            self.commit(compact=False)
+
     def set_default_plan(self, plan: Plan | str) -> None:
         """Make ``plan`` the collection's default (written to the manifest atomically)."""
         plan = Plan.of(plan)
@@ -467,14 +587,15 @@ class Collection:
                 "segments": len(self._manifest["segments"]),
                 "uncommitted_writes": self._wal_records,
                 "model_versions": versions,
+                "version_dims": dict(self._manifest.get("version_dims", {})),
                 "properties": self.properties,
             }
 
     # -- checks ------------------------------------------------------------------------------------------------
-    def _check_vectors(self, vectors: np.ndarray, n: int) -> np.ndarray:
+    def _check_vectors(self, vectors: np.ndarray, n: int, dim: int) -> np.ndarray:
         vectors = np.asarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape != (n, self.dim):
-            raise ValueError(f"vectors: expected shape ({n}, {self.dim}), got {tuple(vectors.shape)}")
+        if vectors.ndim != 2 or vectors.shape != (n, dim):
+            raise ValueError(f"vectors: expected shape ({n}, {dim}), got {tuple(vectors.shape)}")
         _check_finite_nonzero(vectors, "vectors")
         return vectors
 
@@ -547,6 +668,21 @@ def _check_finite_nonzero(vectors: np.ndarray, field: str) -> None:
     if (norms == 0).any():
         i = int(np.flatnonzero(norms == 0)[0])
         raise ValueError(f"{field}[{i}]: expected a non-zero vector, got all zeros")
+
+
+def _merge_top(found: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The best ``k`` (score, row) per query over several searches' results (-1 / -inf pads)."""
+    scores = np.concatenate([s for s, _ in found], axis=1)
+    rows = np.concatenate([r for _, r in found], axis=1)
+    scores = np.where(rows >= 0, scores, -np.inf).astype(np.float32)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    top_scores, top_rows = np.take_along_axis(scores, order, axis=1), np.take_along_axis(rows, order, axis=1)
+    if top_rows.shape[1] < k:
+        pad = k - top_rows.shape[1]
+        top_scores = np.pad(top_scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+        top_rows = np.pad(top_rows, ((0, 0), (0, pad)), constant_values=-1)
+    top_rows[~np.isfinite(top_scores)] = -1
+    return top_scores, top_rows
 
 
 def exact_search(vectors: np.ndarray, queries: np.ndarray, k: int, dim: int | None = None) -> np.ndarray:

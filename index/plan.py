@@ -79,6 +79,16 @@ class Plan:
         stages = [Stage(s.dim, max(s.keep, k)) for s in self.stages[:-1]]
         return Plan(tuple(stages) + (Stage(self.stages[-1].dim, k),))
 
+    def within(self, dim: int) -> "Plan":
+        """This plan on vectors only ``dim`` long (older model versions during a rollout): the stages shorter
+        than ``dim`` as they are, then one last stage at ``dim`` keeping this plan's ``k``."""
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"dim: expected an integer >= 1, got {dim!r}")
+        if dim >= self.max_dim:
+            return self
+        kept = tuple(s for s in self.stages[:-1] if s.dim < dim)
+        return Plan(kept + (Stage(dim, self.k),))
+
     def check_dim(self, dim: int) -> None:
         if self.max_dim > dim:
             raise ValueError(f"plan: expected stage dims at most the collection's {dim}, got {self.max_dim}")
