@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ from telescope.server.errors import check_alive, rpc
 from telescope.server.state import ServerState
 
 EMBED_CHUNK = 64  # query texts embedded between two deadline checks
+DEFAULT_K = 10  # k for a recall target when the request gives none
 
 
 @dataclass
@@ -48,6 +50,8 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
     def __init__(self, state: ServerState):
         self.state = state
         self.stats = state.stats
+        self._lock = threading.Lock()
+        self._chosen: dict[tuple, Plan] = {}  # plans picked for a recall target, per collection generation
 
     @rpc
     def Search(self, request: pb.SearchRequest, context: grpc.ServicerContext) -> pb.SearchResponse:
@@ -76,12 +80,13 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
         kind = request.WhichOneof("query")
         if kind is None:
             raise ValueError(f"{at}query: expected a text or a vector, got neither")
-        plan = self._plan(request, collection, at)
-        k = plan.k
+        k = None
         if request.HasField("k"):
             k = request.k
             if not 1 <= k <= limits.max_k:
                 raise ValueError(f"{at}k: expected an integer in 1..{limits.max_k}, got {k}")
+        plan = self._plan(request, collection, at, k)
+        k = plan.k if k is None else k
         plan = plan.for_k(k)
         where = filter_dict(request.filter, f"{at}filter")
         version = request.model_version or None
@@ -99,7 +104,7 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
         with_payload = request.with_payload if request.HasField("with_payload") else True
         return Query(text, vector, k, plan, where, version, with_payload, embedder)
 
-    def _plan(self, request: pb.SearchRequest, collection: Collection, at: str) -> Plan:
+    def _plan(self, request: pb.SearchRequest, collection: Collection, at: str, k: int | None) -> Plan:
         strategy = request.WhichOneof("strategy")
         if strategy == "plan":
             try:
@@ -116,13 +121,21 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
             target = request.recall_target
             if not (math.isfinite(target) and 0 < target <= 1):
                 raise ValueError(f"{at}recall_target: expected a recall@k in (0, 1], got {target}")
-            choose = getattr(collection, "plan_for_recall", None)
-            if choose is None:
-                raise NotImplementedError(
-                    f"{at}recall_target: this server's index cannot pick plans by recall yet; send an explicit plan"
-                )
-            return Plan.of(choose(target))
+            return self._chosen_plan(collection, float(target), k or DEFAULT_K)
         return collection.default_plan
+
+    def _chosen_plan(self, collection: Collection, target: float, k: int) -> Plan:
+        """The collection's cheapest plan meeting ``target`` recall@k (``Collection.choose_plan``, measured on a
+        sample of its own vectors), remembered until the collection's next commit."""
+        key = (str(collection.path), collection.generation, round(target, 6), k)
+        with self._lock:
+            plan = self._chosen.get(key)
+        if plan is None:
+            plan = collection.choose_plan(target, k=k).plan
+            with self._lock:
+                self._chosen = {kk: v for kk, v in self._chosen.items() if kk[0] != key[0] or kk[1] == key[1]}
+                self._chosen[key] = plan
+        return plan
 
     # -- running -----------------------------------------------------------------------------------------------
     def _run(self, queries: list[Query], collection: Collection, context: grpc.ServicerContext) -> list[pb.SearchResponse]:

@@ -68,6 +68,13 @@ def test_search_options_plan_filter_prefix_query_and_payloadless(client, docs):
     assert bare.hits[0].id == "p0" and bare.hits[0].payload == {}
 
 
+def test_recall_target_lets_the_collection_pick_its_plan(client, docs, server):
+    result = client.search("docs", vector=docs[4], k=5, recall_target=0.9)
+    assert result.hits[0].id == "p4" and len(result.hits) == 5
+    choice = server.state.registry.collection("docs").choose_plan(0.9, k=5)
+    assert result.plan == str(choice.plan.for_k(5)) and choice.recall >= 0.9
+
+
 def test_text_points_are_embedded_by_the_collection_model(client, tiny_embedder):
     client.create_collection("texts")
     texts = ["cats purr", "dogs bark", "stocks rose", "the sun is a star"]
