@@ -461,7 +461,11 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (), show_progress: boo
     last = get_last_checkpoint(str(checkpoints)) if run_file.exists() else None
     if run_file.exists():
         previous = json.loads(run_file.read_text())
-        changed = sorted(k for k in set(previous) | set(identity) if previous.get(k) != identity.get(k))
+        # a field added to TrainConfig after the checkpoint was written matches when it holds its default
+        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+        changed = sorted(
+            k for k in set(previous) | set(identity) if previous.get(k, defaults.get(k)) != identity.get(k, defaults.get(k))
+        )
         if changed:
             k = changed[0]
             raise ValueError(
