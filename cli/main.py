@@ -24,9 +24,9 @@ USER_ERRORS = (ValueError, TypeError, LookupError, FileNotFoundError, FileExists
 
 def _register() -> None:
     # Each command group lives in its own module, named for it.
-    from telescope.cli import bench, demo, embed, eval, index, search, serve, train
+    from telescope.cli import bench, demo, embed, eval, index, rollout, search, serve, train
 
-    for module in (embed, index, search, demo, bench, serve, eval, train):
+    for module in (embed, index, search, demo, bench, serve, eval, train, rollout):
         module.register(app)
 
 

@@ -1,0 +1,52 @@
+"""``telescope rollout COLLECTION --model NEW``: serve a backward-compatible model at once, backfill lazily.
+
+Thin: telescope.pipelines.rollout holds the states and checks, telescope.pipelines.backfill the backfill.
+Rerunning the command resumes a cut backfill; ``--abort`` rolls back (and backfills with the old model).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+
+def register(app: typer.Typer) -> None:
+    app.command("rollout")(rollout)
+
+
+def rollout(
+    path: Annotated[Path, typer.Argument(help="The collection.")],
+    model: Annotated[Optional[str], typer.Option(help="The new model: a folder whose manifest is compatible_with the collection's model.")] = None,
+    abort: Annotated[bool, typer.Option("--abort", help="Roll back to the old model (re-embeds what the new one wrote).")] = False,
+    backfill: Annotated[bool, typer.Option(help="Re-embed the other version's points now (--no-backfill: switch only; rerun to backfill).")] = True,
+    rate: Annotated[Optional[float], typer.Option(help="Backfill at most this many points per second (default: no limit).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Points re-embedded per batch (each batch is durable when written).")] = 64,
+    text_field: Annotated[str, typer.Option(help="Payload field holding each point's text.")] = "text",
+) -> None:
+    """Roll out a new model on a collection: queries use it at once, stored vectors are backfilled lazily."""
+    from telescope.embedder import load_embedder
+    from telescope.index import Collection
+    from telescope.pipelines.rollout import ACTIVE, abort_rollout, rollout_status, run_backfill, start_rollout
+    from telescope.server.registry import model_location
+
+    console = Console(stderr=True)
+    if abort == (model is not None):
+        raise ValueError(f"--model/--abort: expected exactly one of them, got model={model!r} abort={abort}")
+    with Collection.open(path) as collection:
+        if abort:
+            status = abort_rollout(collection)
+            embedder = load_embedder(status.from_model) if status.state in ACTIVE else None
+        else:
+            embedder = load_embedder(model)
+            status = start_rollout(collection, embedder, model_location(model))
+        console.print(f"rollout {status.from_version} -> {status.to_version}: {status.state}, "
+                      f"{status.backfilled}/{status.total} points at {status.target_version}")
+        if backfill and status.state in ACTIVE and embedder is not None:
+            report = run_backfill(collection, embedder, text_field=text_field, batch_size=batch_size, rate=rate)
+            console.print(f"backfill: {report.written} re-embedded, {report.skipped} skipped (changed meanwhile), "
+                          f"{report.remaining} left, {report.seconds:.1f} s")
+        Console().print_json(json.dumps(rollout_status(collection).to_dict()))

@@ -1,0 +1,208 @@
+"""Rolling out a new embedding model on a collection without stopping it: switch, backfill lazily, or roll back.
+
+A rollout is a state recorded in the collection's properties (key ``rollout``), written atomically with the
+collection changes it goes with (``Collection.reconfigure``)::
+
+    backfilling  queries are embedded by the new model at once; the collection is widened to the new model's
+                 dim; stored old vectors are scored on the compatible prefix, new ones with the full plan, one
+                 merged ranking; a backfill re-embeds old points (resumable: rerun it)
+    complete     no point of the old version is left
+    aborting     ``--abort``: queries are embedded by the old model again (the new vectors' prefix is comparable
+                 with it); a backfill re-embeds the points written by the new model with the old one
+    aborted      the collection is back to the old model and its old dim
+
+Only a model whose manifest says ``compatible_with`` the collection's model version, at a prefix equal to the
+stored vectors' dim (a BT^2 or BCT model trained against it), may be rolled out; any other is refused, since
+its vectors cannot be compared with the stored ones. Progress is read from the collection itself (points per
+model version), never from a counter that could drift.
+
+Example::
+
+    status = start_rollout(collection, load_embedder("models/bt2"), "models/bt2")
+    run_backfill(collection, load_embedder("models/bt2"))          # foreground, with a progress bar
+    rollout_status(collection).state                               # "complete"
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+from telescope.embedder import Embedder
+from telescope.index import Collection, Plan, Stage
+from telescope.pipelines.backfill import BackfillReport, backfill
+
+KEY = "rollout"
+ACTIVE = ("backfilling", "aborting")
+
+
+@dataclass(frozen=True)
+class RolloutStatus:
+    state: str
+    from_model: str
+    from_version: str
+    to_model: str
+    to_version: str
+    prefix_dim: int
+    target_version: str  # the version the running backfill writes: to_version, or from_version when aborting
+    backfilled: int  # live points stored with the target version
+    total: int  # live points
+    started: float
+    updated: float
+
+    @property
+    def remaining(self) -> int:
+        return self.total - self.backfilled
+
+    @property
+    def fraction(self) -> float:
+        return 1.0 if self.total == 0 else self.backfilled / self.total
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "remaining": self.remaining, "fraction": round(self.fraction, 6)}
+
+
+def rollout_status(collection: Collection) -> RolloutStatus | None:
+    """The collection's rollout and its progress, or None when it never had one."""
+    record = collection.properties.get(KEY)
+    if record is None:
+        return None
+    target = record["from"]["model_version"] if record["state"] in ("aborting", "aborted") else record["to"]["model_version"]
+    counts = collection.info()["model_versions"]
+    return RolloutStatus(
+        state=record["state"],
+        from_model=record["from"]["model"],
+        from_version=record["from"]["model_version"],
+        to_model=record["to"]["model"],
+        to_version=record["to"]["model_version"],
+        prefix_dim=int(record["prefix_dim"]),
+        target_version=target,
+        backfilled=int(counts.get(target, 0)),
+        total=len(collection),
+        started=float(record["started"]),
+        updated=float(record["updated"]),
+    )
+
+
+def check_compatible(collection: Collection, new: Embedder) -> int:
+    """The prefix on which ``new``'s vectors compare with the stored ones; ValueError naming why when none."""
+    props = collection.properties
+    stored = props.get("model_version")
+    if not stored:
+        raise ValueError(
+            f"collection {collection.path.name!r}: expected a 'model_version' property (the model of its vectors), got none"
+        )
+    live = sorted(collection.info()["model_versions"])
+    others = [v for v in live if v != stored]
+    if others:
+        raise ValueError(
+            f"collection {collection.path.name!r}: expected every point stored by {stored!r} before a rollout, "
+            f"got other versions {others}"
+        )
+    tag, compat = new.manifest.tag, new.manifest.compatible_with
+    if tag == stored:
+        raise ValueError(f"model: expected a model other than the collection's own {stored!r}, got the same")
+    old_dim = collection.version_dim(stored)
+    if compat is None:
+        raise ValueError(
+            f"model: {tag!r} is not compatible with the stored vectors ({stored!r}, {old_dim} dims): its manifest "
+            f"declares no compatible_with; train it with `telescope train --objective bt2 --old-model <that model>` "
+            "or re-index the collection into a new one"
+        )
+    if compat.model_id not in (stored, stored.rpartition(":")[0]):
+        raise ValueError(
+            f"model: {tag!r} is compatible with {compat.model_id!r}, not with the stored vectors' model {stored!r}"
+        )
+    if compat.prefix_dim != old_dim or compat.prefix_dim > new.full_dim:
+        raise ValueError(
+            f"model: {tag!r} declares a compatible prefix of {compat.prefix_dim} dims; expected the stored vectors' "
+            f"{old_dim} (and at most its own {new.full_dim})"
+        )
+    return compat.prefix_dim
+
+
+def widened_plan(plan: Plan, old_dim: int, new_dim: int) -> Plan:
+    """The default plan for the new vectors: a last stage at the old full dim moves to the new full dim."""
+    if plan.max_dim != old_dim or new_dim <= old_dim:
+        return plan
+    return Plan(plan.stages[:-1] + (Stage(new_dim, plan.k),))
+
+
+def start_rollout(collection: Collection, new: Embedder, location: str) -> RolloutStatus:
+    """Serve ``new`` at once (``location`` is how the collection records it: "default" or a folder).
+
+    Rerunning it for the rollout in progress changes nothing (then resume with ``run_backfill``).
+    """
+    props = collection.properties
+    record = props.get(KEY)
+    if record is not None and record["state"] in ACTIVE:
+        if record["state"] == "backfilling" and record["to"]["model_version"] == new.manifest.tag:
+            return rollout_status(collection)
+        raise ValueError(
+            f"rollout: expected no rollout in progress on {collection.path.name!r}, got one {record['state']} "
+            f"({record['from']['model_version']} -> {record['to']['model_version']}); let it finish or --abort it"
+        )
+    prefix = check_compatible(collection, new)
+    plan = collection.default_plan
+    now = time.time()
+    record = {
+        "state": "backfilling",
+        "from": {"model": props.get("model", ""), "model_version": props["model_version"], "dim": collection.dim, "plan": str(plan)},
+        "to": {"model": location, "model_version": new.manifest.tag, "dim": new.full_dim,
+               "plan": str(widened_plan(plan, collection.dim, new.full_dim))},
+        "prefix_dim": prefix,
+        "started": now,
+        "updated": now,
+    }
+    collection.reconfigure(
+        dim=max(collection.dim, new.full_dim),
+        default_plan=record["to"]["plan"],
+        properties=dict(props, model=location, model_version=new.manifest.tag, **{KEY: record}),
+    )
+    return rollout_status(collection)
+
+
+def abort_rollout(collection: Collection) -> RolloutStatus:
+    """Serve the old model again; ``run_backfill`` with the old model then re-embeds the new version's points."""
+    props = collection.properties
+    record = props.get(KEY)
+    if record is None or record["state"] not in ("backfilling", "complete", "aborting"):
+        state = "none" if record is None else record["state"]
+        raise ValueError(f"--abort: expected a rollout backfilling or complete on {collection.path.name!r}, got {state}")
+    old = record["from"]
+    record = dict(record, state="aborting", updated=time.time())
+    collection.reconfigure(
+        default_plan=old["plan"], properties=dict(props, model=old["model"], model_version=old["model_version"], **{KEY: record})
+    )
+    return settle(collection)
+
+
+def settle(collection: Collection) -> RolloutStatus | None:
+    """Move a finished backfill to its end state: ``complete``, or ``aborted`` (narrowed back to the old dim)."""
+    status = rollout_status(collection)
+    if status is None or status.state not in ACTIVE or status.remaining:
+        return status
+    props = collection.properties
+    record = dict(props[KEY], state="complete" if status.state == "backfilling" else "aborted", updated=time.time())
+    dim = record["from"]["dim"] if record["state"] == "aborted" else None
+    collection.reconfigure(dim=dim, properties=dict(props, **{KEY: record}))
+    return rollout_status(collection)
+
+
+def run_backfill(collection: Collection, embedder: Embedder, **options) -> BackfillReport:
+    """Backfill toward the rollout's target version with ``embedder`` (its model), then settle the state.
+
+    ``options`` go to :func:`telescope.pipelines.backfill.backfill` (text_field, batch_size, rate, stop, ...).
+    """
+    status = rollout_status(collection)
+    if status is None or status.state not in ACTIVE:
+        raise ValueError(
+            f"rollout: expected a rollout backfilling or aborting on {collection.path.name!r}, "
+            f"got {'none' if status is None else status.state}"
+        )
+    if embedder.manifest.tag != status.target_version:
+        raise ValueError(f"model: expected the model of {status.target_version!r} to backfill with, got {embedder.manifest.tag!r}")
+    report = backfill(collection, embedder, **options)
+    if not report.stopped:
+        settle(collection)
+    return report
