@@ -42,7 +42,8 @@ def sts(
     from telescope.eval.run import run_sts
 
     report, paths = run_sts(
-        data, out, model, query_model, doc_model, grid, name, None if no_cache else cache_dir, batch_size
+        data, out, model=model, query_model=query_model, doc_model=doc_model, grid=grid, name=name,
+        cache_dir=None if no_cache else cache_dir, batch_size=batch_size,
     )
     _summary(report, paths)
 
@@ -59,6 +60,7 @@ def beir(
     stage_one: Annotated[str, typer.Option("--stage-one", help="FAISS factory of the plans' stage one: Flat, HNSW32, ...")] = "Flat",
     repeats: Annotated[int, typer.Option("--repeats", help="Timed runs per plan (median).")] = 3,
     crosscheck: Annotated[bool, typer.Option("--crosscheck", help="Also run sentence-transformers' InformationRetrievalEvaluator at the full point.")] = False,
+    crosscheck_sample: Annotated[int, typer.Option("--crosscheck-sample", help="Documents sentence-transformers encodes itself to compare with ours (0: it re-encodes the whole corpus).")] = 256,
     out: OutOpt = Path("eval-results"),
     name: NameOpt = None,
     cache_dir: CacheOpt = Path(".cache/embeddings"),
@@ -71,8 +73,9 @@ def beir(
     if repeats < 1:
         raise ValueError(f"--repeats: expected an integer >= 1, got {repeats}")
     report, paths = run_beir(
-        data, out, split, model, query_model, doc_model, grid, plans, stage_one, repeats, crosscheck, name,
-        None if no_cache else cache_dir, batch_size,
+        data, out, split=split, model=model, query_model=query_model, doc_model=doc_model, grid=grid, plans=plans,
+        stage_one=stage_one, repeats=repeats, crosscheck=crosscheck, crosscheck_sample=crosscheck_sample or None,
+        name=name, cache_dir=None if no_cache else cache_dir, batch_size=batch_size,
     )
     _summary(report, paths)
 

@@ -161,6 +161,12 @@ def markdown(report: dict) -> str:
             f"difference {c['ndcg@10_difference']:+.2f} (tolerance {c['tolerance']}; "
             f"{_verdict(c['agrees'])}). Qrels graded: {c['qrels_graded']}."
         )
+        if "min_cosine_vs_st_encode" in c:
+            lines.append(
+                f"Documents: the harness's vectors, ranked and scored by the reference evaluator; sentence-transformers' "
+                f"own encode of {c['documents_sampled']} evenly spaced documents matches them with cosine >= "
+                f"{c['min_cosine_vs_st_encode']:.6f}."
+            )
     if report.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
     versions = ", ".join(f"{k} {v}" for k, v in report["versions"].items() if v)

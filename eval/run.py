@@ -117,6 +117,7 @@ def run_beir(
     stage_one: str = "Flat",
     repeats: int = 3,
     crosscheck: bool = False,
+    crosscheck_sample: int | None = 256,
     name: str | None = None,
     cache_dir: str | Path | None = None,
     batch_size: int = 64,
@@ -163,7 +164,7 @@ def run_beir(
         ],
     )
     if crosscheck:
-        reference = st_information_retrieval(query, beir, cache, batch_size)
+        reference = st_information_retrieval(query, beir, cache, batch_size, crosscheck_sample)
         ours = result.grid[(query.num_layers, query.full_dim)]
         difference = ours["ndcg@10"] - reference["ndcg@10"]
         report["crosscheck"] = reference | {

@@ -119,3 +119,15 @@ def test_cli_qrels_naming_unknown_document(tiny_model_path, tmp_path, capsys):
     code, _, err = run_cli(["eval", "beir", "--model", str(tiny_model_path), "--data", str(data), "--out", str(tmp_path)], capsys)
     assert code == 2
     assert f"{data}/qrels/test.tsv:18: corpus-id 'not-a-doc' is not in corpus.jsonl" in "".join(err.split("\n"))
+
+
+def test_reference_check_with_our_vectors_equals_its_own_full_encoding(tiny_embedder, tmp_path):
+    from telescope.eval.crosscheck import st_information_retrieval
+
+    data = read_beir(make_beir(tmp_path / "binary", graded=False))
+    ours = st_information_retrieval(tiny_embedder, data, sample=8)
+    independent = st_information_retrieval(tiny_embedder, data, sample=None)
+    assert ours["min_cosine_vs_st_encode"] > 0.9999 and ours["documents_sampled"] == 8
+    assert independent["documents"] == "encoded by sentence-transformers"
+    for metric in ("ndcg@10", "mrr@10", "recall@100"):
+        assert ours[metric] == pytest.approx(independent[metric], abs=1e-6)
