@@ -1,7 +1,8 @@
 """The telescope.v1.Embed servicer: texts to unit vectors at a (layer, dim) grid point, unary and streaming.
 
 Texts are encoded in chunks with a deadline check between them, so a request whose client gave up stops
-within one chunk's time.
+within one chunk's time; chunks of concurrent calls at the same (model, layer, dim) share forward passes
+(``TextBatcher``).
 """
 
 from __future__ import annotations
@@ -57,7 +58,9 @@ class EmbedServicer(embed_pb2_grpc.EmbedServicer):
         parts = []
         for start in range(0, len(texts), CHUNK):
             check_alive(context, f"embedding texts[{start}:]")
-            parts.append(embedder.encode(texts[start : start + CHUNK], layer=layer, dim=dim))
+            parts.append(self.state.batcher.encode(
+                embedder, texts[start : start + CHUNK], lambda: check_alive(context, "embedding"), layer=layer, dim=dim
+            ))
         vectors = np.concatenate(parts)
         return pb.EmbedResponse(
             vectors=[vector_message(v) for v in vectors],

@@ -185,7 +185,9 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
             for s in range(0, len(indices), EMBED_CHUNK):
                 check_alive(context, "embedding the query texts")
                 chunk = indices[s : s + EMBED_CHUNK]
-                vectors = embedder.encode([queries[i].text for i in chunk])
+                vectors = self.state.batcher.encode(
+                    embedder, [queries[i].text for i in chunk], lambda: check_alive(context, "embedding the query texts")
+                )
                 for i, v in zip(chunk, vectors):
                     queries[i].vector = v
             ms = 1000 * (time.perf_counter() - start)
