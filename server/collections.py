@@ -5,13 +5,34 @@ from __future__ import annotations
 import grpc
 
 from telescope.index import Collection
+from telescope.pipelines.rollout import rollout_status
 from telescope.proto.telescope.v1 import collections_pb2 as pb
 from telescope.proto.telescope.v1 import collections_pb2_grpc
 from telescope.server.errors import rpc
 from telescope.server.state import ServerState
 
 
-def collection_info(name: str, collection: Collection) -> pb.CollectionInfo:
+def rollout_message(collection: Collection, backfill_running: bool, backfill_error: str = "") -> pb.Rollout | None:
+    status = rollout_status(collection)
+    if status is None:
+        return None
+    return pb.Rollout(
+        state=status.state,
+        from_model_version=status.from_version,
+        to_model_version=status.to_version,
+        prefix_dim=status.prefix_dim,
+        target_model_version=status.target_version,
+        backfilled=status.backfilled,
+        total=status.total,
+        fraction=status.fraction,
+        backfill_running=backfill_running,
+        started=status.started,
+        updated=status.updated,
+        backfill_error=backfill_error,
+    )
+
+
+def collection_info(name: str, collection: Collection, backfill: tuple[bool, str] = (False, "")) -> pb.CollectionInfo:
     info = collection.info()
     return pb.CollectionInfo(
         name=name,
@@ -24,6 +45,7 @@ def collection_info(name: str, collection: Collection) -> pb.CollectionInfo:
         generation=info["generation"],
         stage_one=info["stage_one"]["factory"],
         uncommitted_writes=info["uncommitted_writes"],
+        rollout=rollout_message(collection, *backfill),
     )
 
 
@@ -47,7 +69,8 @@ class CollectionsServicer(collections_pb2_grpc.CollectionsServicer):
 
     @rpc
     def Get(self, request: pb.GetCollectionRequest, context: grpc.ServicerContext) -> pb.CollectionInfo:
-        return collection_info(request.name, self.state.collection(request.name, field="name"))
+        collection = self.state.collection(request.name, field="name")
+        return collection_info(request.name, collection, self.state.registry.backfill_state(request.name))
 
     @rpc
     def List(self, request: pb.ListCollectionsRequest, context: grpc.ServicerContext) -> pb.ListCollectionsResponse:
@@ -56,7 +79,7 @@ class CollectionsServicer(collections_pb2_grpc.CollectionsServicer):
         infos = []
         for name in registry.names():
             try:
-                infos.append(collection_info(name, registry.collection(name)))
+                infos.append(collection_info(name, registry.collection(name), registry.backfill_state(name)))
             except LookupError:  # deleted meanwhile
                 continue
         return pb.ListCollectionsResponse(collections=infos)

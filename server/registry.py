@@ -3,7 +3,11 @@
 Opens every collection at start (the server reports NOT_SERVING meanwhile), loads each model a collection
 names once and shares it, creates and deletes collections by name, and commits and closes them all at
 shutdown. A collection's query model is the ``model`` property recorded when it was created (as
-``telescope index create`` records it).
+``telescope index create`` records it) or by a rollout (``telescope rollout``).
+
+A collection opened in the middle of a rollout (``telescope rollout --no-backfill``, or a backfill that was
+cut) has its backfill resumed in a background thread (``backfill_rate`` points/s at most) while the server
+answers; ``close`` stops it between two batches, and the next start resumes it.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from pathlib import Path
 
 from telescope.embedder import DEFAULT_MODEL, Embedder, load_embedder
 from telescope.index import Collection
+from telescope.pipelines.backfill import BackgroundBackfill
+from telescope.pipelines.rollout import ACTIVE, rollout_status, settle
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 MANIFEST = "manifest.json"
@@ -32,9 +38,15 @@ def model_location(model: str) -> str:
 
 
 class Registry:
-    def __init__(self, data_dir: str | Path, default_model: str = DEFAULT_MODEL):
+    def __init__(
+        self, data_dir: str | Path, default_model: str = DEFAULT_MODEL, backfill_rate: float | None = 100.0,
+        backfill_batch_size: int = 32,
+    ):
         self.data_dir = Path(data_dir)
         self.default_model = model_location(default_model)
+        self.backfill_rate = backfill_rate  # points per second re-embedded by a background backfill
+        self.backfill_batch_size = backfill_batch_size  # the query model waits at most one batch's encoding
+        self._backfills: dict[str, BackgroundBackfill] = {}
         self._collections: dict[str, Collection] = {}
         self._embedders: dict[str, Embedder] = {}
         self._lock = threading.RLock()
@@ -50,10 +62,36 @@ class Registry:
                 self._collections[path.name] = collection
             if "model" in collection.properties:
                 self.embedder(collection.properties["model"])
+            self._resume_backfill(path.name, collection)
         return self.names()
+
+    def _resume_backfill(self, name: str, collection: Collection) -> None:
+        status = rollout_status(collection)
+        if status is None or status.state not in ACTIVE:
+            return
+        if not status.remaining:
+            settle(collection)
+            return
+        model = status.to_model if status.state == "backfilling" else status.from_model
+        job = BackgroundBackfill(collection, self.embedder(model), on_done=lambda report: settle(collection),
+                                 rate=self.backfill_rate, batch_size=self.backfill_batch_size)
+        with self._lock:
+            self._backfills[name] = job.start()
+
+    def backfill_state(self, name: str) -> tuple[bool, str]:
+        """Whether this server runs a backfill of ``name`` now, and why it ended early ("" if it did not)."""
+        with self._lock:
+            job = self._backfills.get(name)
+        if job is None:
+            return False, ""
+        return job.running, "; ".join(job.report.errors)
 
     def close(self) -> list[str]:
         """Commit and close every collection (called after the last request drained); returns their names."""
+        with self._lock:
+            jobs = list(self._backfills.values())
+        for job in jobs:
+            job.stop()
         with self._lock:
             names = sorted(self._collections)
             for name in names:
@@ -106,6 +144,9 @@ class Registry:
         """Close a collection and remove its directory; returns how many points it held."""
         with self._lock:
             collection = self.collection(name, field="name")
+            job = self._backfills.pop(name, None)
+            if job is not None:
+                job.stop()
             del self._collections[name]
             points = len(collection)
             collection.close()

@@ -23,7 +23,7 @@ class CreateCollectionRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., dim: _Optional[int] = ..., plan: _Optional[str] = ..., stage_one: _Optional[str] = ..., stage_one_params: _Optional[str] = ...) -> None: ...
 
 class CollectionInfo(_message.Message):
-    __slots__ = ("name", "points", "dim", "default_plan", "model", "model_version", "model_versions", "generation", "stage_one", "uncommitted_writes")
+    __slots__ = ("name", "points", "dim", "default_plan", "model", "model_version", "model_versions", "generation", "stage_one", "uncommitted_writes", "rollout")
     class ModelVersionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +41,7 @@ class CollectionInfo(_message.Message):
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     STAGE_ONE_FIELD_NUMBER: _ClassVar[int]
     UNCOMMITTED_WRITES_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUT_FIELD_NUMBER: _ClassVar[int]
     name: str
     points: int
     dim: int
@@ -51,7 +52,36 @@ class CollectionInfo(_message.Message):
     generation: int
     stage_one: str
     uncommitted_writes: int
-    def __init__(self, name: _Optional[str] = ..., points: _Optional[int] = ..., dim: _Optional[int] = ..., default_plan: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., model_versions: _Optional[_Mapping[str, int]] = ..., generation: _Optional[int] = ..., stage_one: _Optional[str] = ..., uncommitted_writes: _Optional[int] = ...) -> None: ...
+    rollout: Rollout
+    def __init__(self, name: _Optional[str] = ..., points: _Optional[int] = ..., dim: _Optional[int] = ..., default_plan: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., model_versions: _Optional[_Mapping[str, int]] = ..., generation: _Optional[int] = ..., stage_one: _Optional[str] = ..., uncommitted_writes: _Optional[int] = ..., rollout: _Optional[_Union[Rollout, _Mapping]] = ...) -> None: ...
+
+class Rollout(_message.Message):
+    __slots__ = ("state", "from_model_version", "to_model_version", "prefix_dim", "target_model_version", "backfilled", "total", "fraction", "backfill_running", "started", "updated", "backfill_error")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    FROM_MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TO_MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_DIM_FIELD_NUMBER: _ClassVar[int]
+    TARGET_MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    BACKFILLED_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    FRACTION_FIELD_NUMBER: _ClassVar[int]
+    BACKFILL_RUNNING_FIELD_NUMBER: _ClassVar[int]
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_FIELD_NUMBER: _ClassVar[int]
+    BACKFILL_ERROR_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    from_model_version: str
+    to_model_version: str
+    prefix_dim: int
+    target_model_version: str
+    backfilled: int
+    total: int
+    fraction: float
+    backfill_running: bool
+    started: float
+    updated: float
+    backfill_error: str
+    def __init__(self, state: _Optional[str] = ..., from_model_version: _Optional[str] = ..., to_model_version: _Optional[str] = ..., prefix_dim: _Optional[int] = ..., target_model_version: _Optional[str] = ..., backfilled: _Optional[int] = ..., total: _Optional[int] = ..., fraction: _Optional[float] = ..., backfill_running: _Optional[bool] = ..., started: _Optional[float] = ..., updated: _Optional[float] = ..., backfill_error: _Optional[str] = ...) -> None: ...
 
 class GetCollectionRequest(_message.Message):
     __slots__ = ("name",)

@@ -1,0 +1,50 @@
+"""A rollout over gRPC: the server resumes the backfill in the background, Collections.Get shows its state and
+progress, and every search hit says which model version produced its stored vector."""
+
+from __future__ import annotations
+
+import time
+
+from server_helpers import running_server
+from telescope.index import Collection
+from telescope.pipelines.rollout import start_rollout
+from telescope.server.client import Client
+from test_rollout_backfill import QUERIES, make_collection, new_embedder, new_model_path  # noqa: F401 (fixtures)
+
+
+def test_get_shows_rollout_progress_and_hits_their_model_version(tmp_path, tiny_embedder, tiny_model_path,
+                                                                 new_embedder, new_model_path):  # noqa: F811
+    data = tmp_path / "data"
+    c = make_collection(data / "docs", tiny_embedder, tiny_model_path)
+    start_rollout(c, new_embedder, str(new_model_path))  # switched, nothing backfilled yet (--no-backfill)
+    c.close()
+    with running_server(data, tiny_model_path, load=False) as server, Client(server.target) as client:
+        server.state.registry.backfill_rate = 10.0  # slow enough to be seen half way
+        server.state.registry.backfill_batch_size = 4
+        server.load()
+        info = client.get_collection("docs")
+        assert info.HasField("rollout") and info.model_version == "tiny-bt2:1" and info.dim == 80
+        r = info.rollout
+        assert (r.from_model_version, r.to_model_version, r.prefix_dim, r.total) == ("tiny-bert:1", "tiny-bt2:1", 64, 40)
+        assert r.state == "backfilling" and r.backfill_running and r.backfilled < 40 and r.backfill_error == ""
+        seen = set()
+        deadline = time.monotonic() + 120
+        while client.get_collection("docs").rollout.state != "complete":
+            assert time.monotonic() < deadline, "the background backfill did not finish"
+            result = client.search("docs", text=QUERIES[0], k=40)  # every point: each once, old ones while backfilling
+            assert result.model_version == "tiny-bt2:1" and len({h.id for h in result.hits}) == 40
+            seen |= {h.model_version for h in result.hits}
+            time.sleep(0.2)
+        assert seen <= {"tiny-bert:1", "tiny-bt2:1"} and "tiny-bert:1" in seen
+        r = client.get_collection("docs").rollout
+        assert (r.backfilled, r.total, r.fraction, r.backfill_running) == (40, 40, 1.0, False)
+        assert {h.model_version for h in client.search("docs", text=QUERIES[1], k=10).hits} == {"tiny-bt2:1"}
+        assert client.get_collection("docs").model_versions == {"tiny-bt2:1": 40}
+
+
+def test_collections_without_a_rollout_have_none(tmp_path, tiny_embedder, tiny_model_path):
+    make_collection(tmp_path / "data" / "plain", tiny_embedder, tiny_model_path).close()
+    with running_server(tmp_path / "data", tiny_model_path) as server, Client(server.target) as client:
+        assert not client.get_collection("plain").HasField("rollout")
+        assert not client.list_collections()[0].HasField("rollout")
+    assert Collection.open(tmp_path / "data" / "plain", read_only=True).dim == 64
