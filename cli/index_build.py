@@ -6,6 +6,7 @@ encoder (local, or Ray), runs ``telescope.pipelines.build.run_build`` and prints
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from enum import Enum
 from pathlib import Path
@@ -41,7 +42,8 @@ def build(
     model: Annotated[Optional[str], typer.Option(help="Model: 'default' or a folder (default: the collection's, or 'default' for a new one).")] = None,
     layer: Annotated[Optional[int], typer.Option(help="Embed after this many layers (default: all).")] = None,
     dim: Annotated[Optional[int], typer.Option(help="Vector dim (default: the collection's, or the model's full dim).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Texts per forward pass (and per durable upsert).")] = 64,
+    batch_size: Annotated[int, typer.Option(help="Texts per forward pass.")] = 64,
+    upsert_rows: Annotated[int, typer.Option(help="Points per durable upsert (one WAL fsync each).")] = 512,
     sort_window: Annotated[int, typer.Option(help="Texts sorted by length together to cut padding.")] = 8192,
     chunk_tokens: Annotated[int, typer.Option(help="Split documents into chunks of this many tokens (0: no chunking).")] = 0,
     chunk_overlap: Annotated[int, typer.Option(help="Tokens shared by consecutive chunks.")] = 0,
@@ -76,7 +78,7 @@ def build(
     spec = SourceSpec(source, format, sql, id_column, text_column, metadata, limit)
     policies = Policies(on_unreadable.value, on_invalid.value, on_empty.value, on_duplicate.value)
     options = BuildOptions(
-        layer=layer, dim=dim, batch_size=batch_size, window=sort_window, chunk_tokens=chunk_tokens,
+        layer=layer, dim=dim, batch_size=batch_size, upsert_rows=upsert_rows, window=sort_window, chunk_tokens=chunk_tokens,
         chunk_overlap=chunk_overlap, parquet_dir=parquet_out, shard_rows=shard_rows, checkpoint_seconds=checkpoint_seconds, job=job,
         delete_missing=delete_missing, show_progress=progress,
     )
@@ -104,7 +106,7 @@ def build(
         c = Collection.create(collection, dim or full_dim, properties=props)
     with c:
         embedder = load_embedder(model_ref)
-        options = BuildOptions(**{**options.__dict__, "dim": dim or c.dim})
+        options = dataclasses.replace(options, dim=dim or c.dim)
         layer_, dim_ = embedder.check_point(options.layer, options.dim)
         if engine is Engine.ray:
             from telescope.pipelines.ray_engine import RayEncoder

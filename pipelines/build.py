@@ -57,6 +57,7 @@ class BuildOptions:
     layer: int | None = None
     dim: int | None = None
     batch_size: int = 64
+    upsert_rows: int = 512  # points per durable upsert (one WAL fsync each)
     window: int = 8192  # texts sorted by length together
     read_rows: int = 8192  # rows per Arrow batch read from DuckDB
     chunk_tokens: int = 0
@@ -69,7 +70,7 @@ class BuildOptions:
     show_progress: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "window", "read_rows", "shard_rows"):
+        for name in ("batch_size", "upsert_rows", "window", "read_rows", "shard_rows"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
@@ -194,7 +195,9 @@ def run_build(
                     last[0] = time.monotonic()
 
             windows = _windows(con, spec, check, policies, options, embedder, fingerprint, state, inflight, report, advance)
-            report.points_upserted = ingest_windows(collection, windows, encoder, model_version, on_batch=on_batch)
+            report.points_upserted = ingest_windows(
+                collection, windows, encoder, model_version, on_batch=on_batch, upsert_rows=options.upsert_rows
+            )
             if shards is not None:
                 shards.flush()
                 report.shards = [str(s) for s in shards.shards]

@@ -120,12 +120,12 @@ def check_source(spec: SourceSpec, policies: Policies, con: duckdb.DuckDBPyConne
     check_columns(spec, columns)
     query = source_query(spec, base, columns)
     check = SourceCheck(fmt, good, query, [c for c in con.sql(query).columns if c not in (ID, TEXT)], unreadable=unreadable)
-    _count(con, check, spec, fmt, tolerant)
+    _count(con, check, fmt, tolerant)
     _apply(check, policies)
     return check, con
 
 
-def _count(con: duckdb.DuckDBPyConnection, check: SourceCheck, spec: SourceSpec, fmt: str, tolerant: bool) -> None:
+def _count(con: duckdb.DuckDBPyConnection, check: SourceCheck, fmt: str, tolerant: bool) -> None:
     blank_id = f"({ID} IS NULL OR trim({ID}) = '')"
     rows, null_ids, empty = con.execute(
         f"SELECT count(*), count(*) FILTER (WHERE {blank_id}), "

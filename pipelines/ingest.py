@@ -7,8 +7,9 @@ Texts arrive as *windows*: Arrow tables of points (``id``, ``text``, ``payload``
 *encoder* turns windows into (batch, vectors) pairs: ``LocalEncoder`` here sorts each window by text length and
 embeds it batch by batch in this process (sorting across a window of thousands of texts, rather than within
 one batch, is what cuts padding); ``telescope.pipelines.ray_engine.RayEncoder`` does the same on a Ray actor
-pool. The loop upserts each batch (durable when ``upsert`` returns), optionally appends it to Parquet shards,
-and reports it to ``on_batch`` (the build job records finished documents there).
+pool. The loop upserts the embedded batches a few hundred points at a time (durable when ``upsert`` returns:
+one WAL fsync per upsert), and reports each batch to ``on_batch`` (Parquet shards; the build job records
+finished documents there).
 """
 
 from __future__ import annotations
@@ -72,18 +73,37 @@ def ingest_windows(
     model_version: str,
     *,
     on_batch: Callable[[pa.Table, np.ndarray], None] | None = None,
+    upsert_rows: int = 512,
 ) -> int:
     """Embed every point of ``windows`` with ``encoder`` and upsert it; returns the number of points upserted.
 
-    After each batch is durable, ``on_batch(batch, vectors)`` is called (Parquet shards, job state, progress).
+    Embedded batches are upserted together once ``upsert_rows`` points are waiting (one WAL fsync per upsert,
+    not per forward pass), and at the end. After an upsert is durable, ``on_batch(batch, vectors)`` is called for
+    each of its batches (Parquet shards, job state, progress).
     """
+    if isinstance(upsert_rows, bool) or not isinstance(upsert_rows, int) or upsert_rows < 1:
+        raise ValueError(f"upsert_rows: expected an integer >= 1, got {upsert_rows!r}")
     points = 0
-    for batch, vectors in encoder.embed(windows):
+    waiting: list[tuple[pa.Table, np.ndarray]] = []
+
+    def flush() -> None:
+        nonlocal points
+        batch = pa.concat_tables([b for b, _ in waiting])
+        vectors = np.concatenate([v for _, v in waiting])
         payloads = [json.loads(p) for p in batch.column("payload").to_pylist()]
         collection.upsert(batch.column("id").to_pylist(), vectors, payloads, model_version=model_version)
         points += batch.num_rows
         if on_batch is not None:
-            on_batch(batch, vectors)
+            for b, v in waiting:
+                on_batch(b, v)
+        waiting.clear()
+
+    for batch, vectors in encoder.embed(windows):
+        waiting.append((batch, vectors))
+        if sum(b.num_rows for b, _ in waiting) >= upsert_rows:
+            flush()
+    if waiting:
+        flush()
     return points
 
 

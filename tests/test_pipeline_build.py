@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -154,33 +152,42 @@ def test_chunks_map_to_documents_and_search_returns_documents(tmp_path, tiny_mod
     assert sorted(p.id for p in c.get([f"long#{i}" for i in range(20)]) if p) == ["long#0"]
 
 
+def _run_in_child(args: list[str]) -> None:
+    import torch
+
+    torch.set_num_threads(1)  # no OpenMP team in a forked child
+    result = CliRunner().invoke(app, args)
+    os._exit(0 if result.exit_code == 0 else 1)
+
+
 def test_sigkill_part_way_then_rerun_continues_and_ends_with_every_id_once(tmp_path, tiny_model_path):
+    import multiprocessing
+
     n = 1_000
     pq.write_table(pa.table({"id": [f"d{i}" for i in range(n)], "text": [f"short text {i}" for i in range(n)]}),
                    tmp_path / "docs.parquet")
     collection = tmp_path / "c"
-    cmd = [sys.executable, "-m", "telescope.cli.main", "index", "build", str(collection), "--source",
-           str(tmp_path / "docs.parquet"), "--model", str(tiny_model_path), "--batch-size", "10", "--no-progress",
-           "--checkpoint-seconds", "0", "--threads", "1",
-           "--report", str(tmp_path / "report.json")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    args = ["index", "build", str(collection), "--source", str(tmp_path / "docs.parquet"), "--model", str(tiny_model_path),
+            "--batch-size", "10", "--upsert-rows", "20", "--checkpoint-seconds", "0", "--no-progress",
+            "--report", str(tmp_path / "report.json")]
+    # A forked child (torch and the CLI already imported) is the job to kill: SIGKILL gives it no chance to clean up.
+    child = multiprocessing.get_context("fork").Process(target=_run_in_child, args=(args,))
+    child.start()
     wal = collection / "wal-000000.log"
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if wal.exists() and wal.stat().st_size > 10_000:  # some batches acknowledged
+    while time.monotonic() < deadline and child.is_alive():
+        if wal.exists() and wal.stat().st_size > 10_000:  # some upserts acknowledged
             break
         time.sleep(0.002)
-    assert proc.poll() is None, f"the job ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    assert child.is_alive(), "the job ended before it could be killed"
+    os.kill(child.pid, signal.SIGKILL)
+    child.join()
+    assert child.exitcode == -signal.SIGKILL
     killed = Collection.open(collection, read_only=True)
     assert 0 < len(killed) < n
     del killed
 
-    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
-    report = json.loads((tmp_path / "report.json").read_text())
+    report = build(collection, tmp_path / "docs.parquet", tiny_model_path, "--batch-size", "10")  # the same job again
     assert report["unchanged"] > 0, "the rerun should skip what the killed run had committed"
     assert report["unchanged"] + report["docs_embedded"] == n
     c = Collection.open(collection, read_only=True)
