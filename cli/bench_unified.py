@@ -41,6 +41,8 @@ def unified(
     cf_chunk_dims: Annotated[str, typer.Option("--cf-chunk-dims", help="chunk dims of the collision-free curve.")] = "16,4",
     epochs: Annotated[int, typer.Option("--epochs", help="Training epochs per run.")] = 4,
     seed: Annotated[int, typer.Option("--seed", help="Seed of hashes, initialisation and batches.")] = 0,
+    methods: Annotated[str, typer.Option("--methods", help="Comma-separated: unified, per_feature, per_feature_uniform, collision_free.")] = "unified,per_feature,per_feature_uniform,collision_free",
+    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Keep runs of an earlier report in --out with the same data and configuration.")] = True,
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Title embedding cache.")] = Path(".cache/embeddings"),
 ) -> None:
     """Quality (Recall@10/50, nDCG@10) against embedding parameter bytes: multiplexed, per-feature, collision-free."""
@@ -50,7 +52,7 @@ def unified(
     run_benchmark(
         data, out, fractions=_floats(fractions, "--fractions"), chunk_dim=chunk_dim,
         cf_chunk_dims=_ints(cf_chunk_dims, "--cf-chunk-dims"), epochs=epochs, seed=seed, cache_dir=cache_dir,
-        command=command.strip(), log=typer.echo,
+        methods=tuple(m.strip() for m in methods.split(",") if m.strip()), resume=resume, command=command.strip(), log=typer.echo,
     )
     typer.echo(f"wrote {out}/unified-movielens.json, .md, .png")
 

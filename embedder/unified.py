@@ -337,7 +337,7 @@ class PerFeatureHashedEmbedding(CategoricalEmbedding):
     """The hashing trick: feature f has its own table of ``rows[f]`` x (k_f * d_c), one salted hash.
 
     ``for_budget`` splits a byte budget across features in proportion to each feature's collision-free size
-    (vocabulary x dim), so every table has the same load (values per row).
+    (vocabulary x dim), so every table has the same load (values per row), or gives every feature the same rows.
     """
 
     kind = "per_feature"
@@ -351,24 +351,42 @@ class PerFeatureHashedEmbedding(CategoricalEmbedding):
             raise ValueError(f"seed: expected an integer, got {seed!r}")
         self.seed = seed
         g = torch.Generator().manual_seed(seed)
-        self.tables = nn.ParameterDict({n: _table(self.rows[n], self.feature_dim(n), g) for n in self.features})
+        # a list in feature order: feature names ("user.id") may hold dots, which parameter names may not
+        self.tables = nn.ParameterList([_table(self.rows[n], self.feature_dim(n), g) for n in self.features])
         self._keys = {n: salt_key(seed, n, 0) for n in self.features}
 
     @classmethod
     def for_budget(
-        cls, features: Sequence[FeatureSpec], chunk_dim: int, budget_bytes: int, vocab_sizes: Mapping[str, int], seed: int = 0
+        cls, features: Sequence[FeatureSpec], chunk_dim: int, budget_bytes: int, vocab_sizes: Mapping[str, int],
+        seed: int = 0, allocation: str = "proportional",
     ) -> "PerFeatureHashedEmbedding":
+        """Tables that fit ``budget_bytes`` (each feature keeps at least one row).
+
+        ``allocation="proportional"``: rows_f = |V_f| x the same fraction (every table has the same load).
+        ``allocation="uniform"``: the same row count r for every feature, capped at |V_f|, r as large as fits
+        (small vocabularies become collision-free, the rest share what is left).
+        """
         specs = {f.name: f for f in features}
-        full = {n: vocab_sizes[n] * specs[n].chunks * chunk_dim * BYTES_PER_PARAM for n in specs}
-        fraction = min(1.0, budget_bytes / sum(full.values()))
-        rows = {n: max(1, int(vocab_sizes[n] * fraction)) for n in specs}
+        width = {n: specs[n].chunks * chunk_dim * BYTES_PER_PARAM for n in specs}
+        if allocation == "proportional":
+            fraction = min(1.0, budget_bytes / sum(vocab_sizes[n] * width[n] for n in specs))
+            rows = {n: max(1, int(vocab_sizes[n] * fraction)) for n in specs}
+        elif allocation == "uniform":
+            fits = lambda r: sum(min(r, vocab_sizes[n]) * width[n] for n in specs) <= budget_bytes  # noqa: E731
+            lo, hi = 1, max(vocab_sizes[n] for n in specs)
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+            rows = {n: max(1, min(lo, vocab_sizes[n])) for n in specs}
+        else:
+            raise ValueError(f"allocation: expected 'proportional' or 'uniform', got {allocation!r}")
         return cls(features, chunk_dim, rows, seed)
 
     def _token_rows(self, spec: FeatureSpec, token: str) -> list[int]:
         return [stable_hash(self._keys[spec.name], token) % self.rows[spec.name]]
 
     def _tables(self, name: str) -> list[tuple[torch.Tensor, int]]:
-        return [(self.tables[name], 0)]
+        return [(self.tables[list(self.features).index(name)], 0)]
 
     def config(self) -> dict:
         return {**super().config(), "rows": self.rows, "seed": self.seed}
@@ -399,7 +417,7 @@ class CollisionFreeEmbedding(CategoricalEmbedding):
             if not self.vocab[n]:
                 raise ValueError(f"vocab[{n!r}]: expected at least one value, got none")
         g = torch.Generator().manual_seed(seed)
-        self.tables = nn.ParameterDict({n: _table(len(self.vocab[n]), self.feature_dim(n), g) for n in self.features})
+        self.tables = nn.ParameterList([_table(len(self.vocab[n]), self.feature_dim(n), g) for n in self.features])
 
     def _token_rows(self, spec: FeatureSpec, token: str) -> list[int] | None:
         row = self.vocab[spec.name].get(token)
@@ -411,7 +429,7 @@ class CollisionFreeEmbedding(CategoricalEmbedding):
         return [row]
 
     def _tables(self, name: str) -> list[tuple[torch.Tensor, int]]:
-        return [(self.tables[name], 0)]
+        return [(self.tables[list(self.features).index(name)], 0)]
 
     def config(self) -> dict:
         return {**super().config(), "vocab": {n: list(v) for n, v in self.vocab.items()}, "unseen": self.unseen, "seed": self.seed}

@@ -130,9 +130,11 @@ def encode_towers(tower: FusedTower, inputs: TowerInputs, batch_size: int = 4096
 def build_categorical(
     kind: str, features: Sequence[FeatureSpec], chunk_dim: int, *, rows: int | None = None, budget_bytes: int | None = None,
     values: Mapping[str, Sequence[object]] | None = None, num_tables: int = 1, seed: int = 0,
+    allocation: str = "proportional",
 ) -> CategoricalEmbedding:
     """One of the three categorical modules. ``values`` (every value seen per feature) sizes per-feature tables
-    and is the collision-free vocabulary; ``rows`` (per table) or ``budget_bytes`` sizes the hashed ones."""
+    and is the collision-free vocabulary; ``rows`` (per table) or ``budget_bytes`` sizes the hashed ones
+    (``allocation``: how per-feature tables split a budget, see PerFeatureHashedEmbedding.for_budget)."""
     if kind == "unified":
         if rows is not None:
             return UnifiedEmbedding(features, chunk_dim, rows, num_tables, seed)
@@ -145,7 +147,9 @@ def build_categorical(
             if rows is None:
                 raise ValueError("per_feature: expected rows or budget_bytes, got neither")
             return PerFeatureHashedEmbedding(features, chunk_dim, {f.name: rows for f in features}, seed)
-        return PerFeatureHashedEmbedding.for_budget(features, chunk_dim, budget_bytes, {n: max(1, len(v)) for n, v in vocab.items()}, seed)
+        return PerFeatureHashedEmbedding.for_budget(
+            features, chunk_dim, budget_bytes, {n: max(1, len(v)) for n, v in vocab.items()}, seed, allocation
+        )
     if kind == "collision_free":
         return CollisionFreeEmbedding(features, chunk_dim, {n: v or ["<none>"] for n, v in vocab.items()}, seed=seed)
     raise ValueError(f"kind: expected 'unified', 'per_feature' or 'collision_free', got {kind!r}")

@@ -48,7 +48,7 @@ from telescope.embedder.unified_training import TowerInputs, build_categorical, 
 DATA_FILES = ("movies.csv", "ratings.csv", "tags.csv")
 USER_FIELDS = ("user.id", "user.genres", "user.tags")
 ITEM_FIELDS = ("item.id", "item.genres", "item.year")
-METHODS = ("unified", "per_feature", "collision_free")
+METHODS = ("unified", "per_feature", "per_feature_uniform", "collision_free")
 
 
 def feature_specs(id_chunks: int = 4, tag_chunks: int = 2) -> list[FeatureSpec]:
@@ -173,8 +173,10 @@ def run_one(data: MovieLens, titles: np.ndarray, config: RunConfig, specs: list[
     """Train the two towers with one categorical module and measure retrieval through a Collection."""
     torch.manual_seed(config.seed)
     values = field_values(data)
+    kind = "per_feature" if config.method.startswith("per_feature") else config.method
+    allocation = "uniform" if config.method == "per_feature_uniform" else "proportional"
     categorical = build_categorical(
-        config.method, specs, config.chunk_dim, budget_bytes=config.budget_bytes, values=values, seed=config.seed
+        kind, specs, config.chunk_dim, budget_bytes=config.budget_bytes, values=values, seed=config.seed, allocation=allocation
     )
     user_tower = FusedTower(categorical, USER_FIELDS, titles.shape[1], config.tail_dim, head_from_fields=True,
                             hidden=config.hidden, learn_mix=True)
@@ -249,11 +251,20 @@ def run_benchmark(
     cf_chunk_dims: tuple[int, ...] = (16, 4),
     epochs: int = 4,
     seed: int = 0,
+    methods: tuple[str, ...] = METHODS,
     cache_dir: str | Path | None = ".cache/embeddings",
     command: str = "",
+    resume: bool = True,
     log=print,
 ) -> dict:
-    """Every (method, budget) run, then JSON + markdown + PNG under ``out_dir`` (prefix ``unified-movielens``)."""
+    """Every (method, budget) run, then JSON + markdown + PNG under ``out_dir`` (prefix ``unified-movielens``).
+
+    With ``resume``, runs of an earlier report in ``out_dir`` with the same data, text model, features and
+    run configuration are kept instead of trained again (each run is deterministic given its configuration).
+    """
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise ValueError(f"methods: expected some of {', '.join(METHODS)}, got {list(methods)}")
     torch.set_num_threads(1)
     data = load_movielens(data_root)
     titles, model_hash = title_vectors(data, cache_dir)
@@ -261,8 +272,10 @@ def run_benchmark(
     values = field_values(data)
     full = collision_free_bytes(specs, values, chunk_dim)
     log(f"collision-free tables at chunk_dim {chunk_dim}: {full} bytes; budgets {[int(full * f) for f in fractions]}")
-    plan = [RunConfig(m, int(full * f), chunk_dim, epochs=epochs, seed=seed) for f in sorted(fractions) for m in ("unified", "per_feature")]
-    plan += [RunConfig("collision_free", None, d, epochs=epochs, seed=seed) for d in sorted(cf_chunk_dims)]
+    hashed = [m for m in methods if m != "collision_free"]
+    plan = [RunConfig(m, int(full * f), chunk_dim, epochs=epochs, seed=seed) for f in sorted(fractions) for m in hashed]
+    if "collision_free" in methods:
+        plan += [RunConfig("collision_free", None, d, epochs=epochs, seed=seed) for d in sorted(cf_chunk_dims)]
     report = {
         "benchmark": "unified-movielens",
         "command": command,
@@ -277,7 +290,13 @@ def run_benchmark(
         "planned_runs": len(plan),
         "runs": [],
     }
+    done = _earlier_runs(Path(out_dir) / "unified-movielens.json", report) if resume else {}
     for config in plan:  # smallest budgets first; the report is rewritten after every run, so a cut run keeps its figures
+        key = json.dumps(config.__dict__, sort_keys=True)
+        if key in done:
+            log(f"-- {config.method} budget={config.budget_bytes} chunk_dim={config.chunk_dim}: kept from the earlier report")
+            report["runs"].append(done[key])
+            continue
         log(f"-- {config.method} budget={config.budget_bytes} chunk_dim={config.chunk_dim}")
         r = run_one(data, titles, config, specs, log=log)
         report["runs"].append(r)
@@ -285,6 +304,15 @@ def run_benchmark(
         write_report(report, out_dir)
     write_report(report, out_dir)
     return report
+
+
+def _earlier_runs(path: Path, report: dict) -> dict[str, dict]:
+    """Runs of an earlier report measured on the same data, text model and features, by configuration."""
+    if not path.is_file():
+        return {}
+    old = json.loads(path.read_text())
+    same = all(old.get(k) == report[k] for k in ("data", "text_model", "features", "collision_free_bytes"))
+    return {json.dumps(r["config"], sort_keys=True): r for r in old.get("runs", [])} if same else {}
 
 
 def _versions() -> dict:
@@ -304,7 +332,12 @@ def write_report(report: dict, out_dir: str | Path) -> dict[str, Path]:
     return paths
 
 
-NAMES = {"unified": "multiplexed (Unified Embedding)", "per_feature": "per-feature hashed", "collision_free": "collision-free"}
+NAMES = {
+    "unified": "multiplexed (Unified Embedding)",
+    "per_feature": "per-feature hashed (rows prop. to vocab)",
+    "per_feature_uniform": "per-feature hashed (equal rows, capped)",
+    "collision_free": "collision-free",
+}
 
 
 def markdown(report: dict) -> str:
@@ -331,12 +364,22 @@ def markdown(report: dict) -> str:
         )
     p = report["popularity"]
     lines += ["", f"Popularity (no model): Recall@10 {p['recall@10']:.4f}, Recall@50 {p['recall@50']:.4f}, nDCG@10 {p['ndcg@10']:.4f}.", ""]
-    lines += ["Multiplexed minus per-feature at equal budget:", "", "| budget (bytes) | dRecall@10 | dRecall@50 | dnDCG@10 |", "|---:|---:|---:|---:|"]
+    lines += [
+        "Multiplexed minus per-feature at equal budget (prop. = rows in proportion to vocabulary; equal = same rows per",
+        "feature, capped at its vocabulary):",
+        "",
+        "| budget (bytes) | vs | dRecall@10 | dRecall@50 | dnDCG@10 |",
+        "|---:|---|---:|---:|---:|",
+    ]
     by = {(r["method"], r["budget_bytes"]): r for r in report["runs"]}
     for budget in sorted({r["budget_bytes"] for r in report["runs"] if r["budget_bytes"]}, reverse=True):
-        u, p = by.get(("unified", budget)), by.get(("per_feature", budget))
-        if u and p:
-            lines.append(f"| {budget:,} | {u['recall@10'] - p['recall@10']:+.4f} | {u['recall@50'] - p['recall@50']:+.4f} | {u['ndcg@10'] - p['ndcg@10']:+.4f} |")
+        for other, label in (("per_feature", "prop."), ("per_feature_uniform", "equal")):
+            u, p = by.get(("unified", budget)), by.get((other, budget))
+            if u and p:
+                lines.append(
+                    f"| {budget:,} | {label} | {u['recall@10'] - p['recall@10']:+.4f} | {u['recall@50'] - p['recall@50']:+.4f} "
+                    f"| {u['ndcg@10'] - p['ndcg@10']:+.4f} |"
+                )
     return "\n".join(lines) + "\n"
 
 
@@ -349,7 +392,7 @@ def plot(report: dict, path: Path) -> None:
     metrics = ("recall@10", "recall@50", "ndcg@10")
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
     for ax, metric in zip(axes, metrics):
-        for method, marker in (("unified", "o"), ("per_feature", "s"), ("collision_free", "^")):
+        for method, marker in (("unified", "o"), ("per_feature", "s"), ("per_feature_uniform", "D"), ("collision_free", "^")):
             runs = sorted((r for r in report["runs"] if r["method"] == method), key=lambda r: r["parameter_bytes"])
             if runs:
                 ax.plot([r["parameter_bytes"] for r in runs], [r[metric] for r in runs], marker=marker, label=NAMES[method])

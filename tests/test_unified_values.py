@@ -40,8 +40,12 @@ def test_parameter_bytes_and_budgets():
     assert u.parameter_bytes == 2 * u.rows * 4 * 4 <= 10_000
     p = PerFeatureHashedEmbedding.for_budget(SPECS, chunk_dim=4, budget_bytes=10_000, vocab_sizes={"id": 1000, "genres": 20, "year": 100})
     assert p.parameter_bytes <= 10_000 and p.rows["id"] > p.rows["year"] > p.rows["genres"]
+    e = PerFeatureHashedEmbedding.for_budget(SPECS, chunk_dim=4, budget_bytes=10_000, vocab_sizes={"id": 1000, "genres": 20, "year": 100}, allocation="uniform")
+    assert e.parameter_bytes <= 10_000 and e.rows == {"id": 252, "genres": 20, "year": 100}  # small vocabularies whole
     with pytest.raises(ValueError, match="budget_bytes"):
         UnifiedEmbedding.for_budget(SPECS, chunk_dim=4, budget_bytes=8)
+    with pytest.raises(ValueError, match="allocation"):
+        PerFeatureHashedEmbedding.for_budget(SPECS, chunk_dim=4, budget_bytes=10_000, vocab_sizes={"id": 1, "genres": 1, "year": 1}, allocation="greedy")
 
 
 @pytest.mark.parametrize("module", modules(), ids=lambda m: m.kind)
@@ -140,6 +144,17 @@ def test_save_load_round_trip_gives_identical_vectors(module, tmp_path):
     loaded = load_categorical(module.save(tmp_path / "m"))
     assert type(loaded) is type(module)
     assert torch.equal(loaded(values), before)
+
+
+@pytest.mark.parametrize("kind", ["unified", "per_feature", "collision_free"])
+def test_dotted_feature_names_work_and_round_trip(kind, tmp_path):
+    from telescope.embedder.unified_training import build_categorical
+
+    specs = [FeatureSpec("user.id", chunks=2), FeatureSpec("item.genres", multi=True, sep="|")]
+    values = {"user.id": [1, 2], "item.genres": ["a|b", None]}
+    m = build_categorical(kind, specs, 2, rows=8, values=values)
+    loaded = load_categorical(m.save(tmp_path / kind))
+    assert torch.equal(loaded(values), m(values)) and m(values).shape == (2, 6)
 
 
 def test_load_refuses_another_hash_version(tmp_path):
