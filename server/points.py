@@ -76,9 +76,9 @@ class PointsServicer(points_pb2_grpc.PointsServicer):
             ids.append(point.id)
             payloads.append(payload_dict(point.payload))
         if kind == "vector":
-            dim = collection.dim
-            vectors = np.stack([vector_values(p.vector, f"points[{i}].vector", (dim, dim)) for i, p in enumerate(points)])
             version = request.model_version or collection.properties.get("model_version") or "unknown"
+            dim = collection.version_dim(version)  # the collection's dim, or an older version's own (rollouts)
+            vectors = np.stack([vector_values(p.vector, f"points[{i}].vector", (dim, dim)) for i, p in enumerate(points)])
             collection.upsert(ids, vectors, payloads, model_version=version)
             return len(ids), 0
         return self._write_texts(request, collection, ids, payloads, context)
