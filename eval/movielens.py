@@ -356,7 +356,7 @@ def markdown(report: dict) -> str:
         "| method | budget (bytes) | table bytes | chunk_dim | Recall@10 | Recall@50 | nDCG@10 | train s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in sorted(report["runs"], key=lambda r: (-r["parameter_bytes"], r["method"])):
+    for r in sorted(report["runs"], key=lambda r: (-(r["budget_bytes"] or r["parameter_bytes"]), METHODS.index(r["method"]))):
         budget = f"{r['budget_bytes']:,}" if r["budget_bytes"] else "-"
         lines.append(
             f"| {NAMES[r['method']]} | {budget} | {r['parameter_bytes']:,} | {r['config']['chunk_dim']} | "
