@@ -52,3 +52,23 @@ def test_split_of_the_real_data_holds_out_each_users_latest_ratings():
     assert len(data.train) + 5 * 610 == 100_836
     assert all(not (data.test[u] & data.seen[u]) for u in data.test)
     assert sum(y is None for y in data.years) > 0  # some titles carry no year: the missing path is exercised
+
+
+def test_report_files_from_a_report(tmp_path):
+    from telescope.eval.movielens import write_report
+
+    def run(method, budget, nbytes, r10):
+        return {"method": method, "budget_bytes": budget, "parameter_bytes": nbytes, "config": {"chunk_dim": 16},
+                "recall@10": r10, "recall@50": 2 * r10, "ndcg@10": r10 / 2, "train_s": 1.0}
+
+    report = {
+        "command": "telescope bench unified", "versions": {}, "text_model": {"id": "m", "hash": "h"},
+        "data": {"md5": {}, "users": 2, "movies": 4, "train_pairs": 2, "holdout_per_user": 1},
+        "collision_free_bytes": 100, "popularity": {"recall@10": 0.1, "recall@50": 0.2, "ndcg@10": 0.05},
+        "planned_runs": 4,
+        "runs": [run("unified", 50, 48, 0.3), run("per_feature", 50, 50, 0.2), run("collision_free", None, 100, 0.4)],
+    }
+    paths = write_report(report, tmp_path)
+    text = paths["md"].read_text()
+    assert "Partial: 3 of 4" in text and "| 50 | prop. | +0.1000 |" in text
+    assert paths["png"].stat().st_size > 0 and paths["json"].is_file()
