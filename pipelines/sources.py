@@ -127,8 +127,12 @@ def file_view(con: duckdb.DuckDBPyConnection, fmt: str, files: list[Path], toler
         con.execute(f"ATTACH {_quote(str(files[0]))} AS source_db (READ_ONLY)")
         con.execute("USE source_db")
         return
-    where = " WHERE NOT (COLUMNS(*) IS NULL)" if tolerant and fmt == "jsonl" else ""
-    con.execute(f"CREATE OR REPLACE TEMP VIEW src AS SELECT * FROM {scan_sql(fmt, files, tolerant)}{where}")
+    scan = scan_sql(fmt, files, tolerant)
+    where = ""
+    if tolerant and fmt == "jsonl":  # DuckDB turns a line it cannot decode into a row of NULLs in every column
+        all_null = " AND ".join(f"{ident(c)} IS NULL" for c in con.sql(f"SELECT * FROM {scan}").columns)
+        where = f" WHERE NOT ({all_null})"
+    con.execute(f"CREATE OR REPLACE TEMP VIEW src AS SELECT * FROM {scan}{where}")
 
 
 def user_query(con: duckdb.DuckDBPyConnection, spec: SourceSpec, fmt: str) -> str:

@@ -107,7 +107,7 @@ def test_invalid_utf8_fails_or_is_skipped_and_counted(tmp_path, fmt):
     if fmt == "csv":
         data = b"id,text\nr1,hello\nr2,bad \xff\xfe bytes\nr3,fine\n"
     else:
-        data = b'{"id":"r1","text":"hello"}\n{"id":"r2","text":"bad \xff bytes"}\n{"id":"r3","text":"fine"}\n'
+        data = b'{"id":"r1","text":"hello","lang":null}\n{"id":"r2","text":"bad \xff bytes"}\n{"id":"r3","text":"fine","lang":"en"}\n'
     (path := tmp_path / f"bad.{fmt}").write_bytes(data)
     with pytest.raises(ValueError, match=r"not valid UTF-8.*--on-invalid skip"):
         check_source(SourceSpec(str(path)), Policies())
