@@ -44,10 +44,10 @@ def search(
     console = Console()
     for text, row in zip(query, hits):
         table = Table(title=text, title_justify="left")
-        for column in ("#", "score", "id", "payload"):
+        for column in ("#", "score", "id", "model version", "payload"):
             table.add_column(column)
         for i, hit in enumerate(row, 1):
-            table.add_row(str(i), f"{hit.score:.4f}", hit.id, _short(hit.payload))
+            table.add_row(str(i), f"{hit.score:.4f}", hit.id, hit.model_version, _short(hit.payload))
         console.print(table)
     console.print(timing)
 
