@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.telescope-installed
-EXTRAS := dev,train
+EXTRAS := dev,train,distributed
 
 .PHONY: venv demo test proto clean
 
