@@ -8,13 +8,13 @@ config, ``Embedder.model_hash``) and the data hash (sha256 of the texts, in orde
 Every (layer, dim) point is cut from its layer's entry: ``normalize(normalize(x)[:d]) = normalize(x[:d])``,
 so one entry per layer serves every dim. Missing layers are encoded together in one forward pass
 (``Embedder.encode_grid``). Files are written to a temporary name and renamed, so a cut run leaves no torn
-entry. Small JSON results (the reference evaluator's figures) are kept under the same root.
+entry. ``EmbeddingCache(None)`` (``--no-cache``) keeps entries in memory only, for one run, so that the grid, the
+plans and the reference check of a run still encode each layer once.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,10 +36,11 @@ def texts_hash(texts: Sequence[str]) -> str:
 
 
 class EmbeddingCache:
-    """``EmbeddingCache(root)`` caches on disk; ``EmbeddingCache(None)`` encodes every time."""
+    """``EmbeddingCache(root)`` caches on disk; ``EmbeddingCache(None)`` only in memory, for its own lifetime."""
 
     def __init__(self, root: str | Path | None = DEFAULT_CACHE):
         self.root = Path(root) if root is not None else None
+        self._memory: dict[tuple[str, str, int], np.ndarray] = {}  # (model hash, texts hash, layer) -> vectors
         self.hits = 0  # layer entries read from disk
         self.misses = 0  # layer entries encoded
 
@@ -69,6 +70,10 @@ class EmbeddingCache:
         missing = []
         data = texts_hash(texts)
         for layer in layers:
+            if (embedder.model_hash, data, layer) in self._memory:
+                out[layer] = self._memory[(embedder.model_hash, data, layer)]
+                self.hits += 1
+                continue
             path = self._path(embedder, data, layer)
             if path is not None and path.is_file():
                 vectors = np.load(path)
@@ -84,6 +89,8 @@ class EmbeddingCache:
             for layer in missing:
                 out[layer] = encoded[(layer, embedder.full_dim)].astype(np.float32, copy=False)
                 self.misses += 1
+                if self.root is None:
+                    self._memory[(embedder.model_hash, data, layer)] = out[layer]
                 path = self._path(embedder, data, layer)
                 if path is not None:
                     _write_atomic(path, lambda f, v=out[layer]: np.save(f, v))
@@ -93,15 +100,6 @@ class EmbeddingCache:
         if self.root is None:
             return None
         return self.root / embedder.model_hash / f"{data}-L{layer}.npy"
-
-    def get_json(self, key: str) -> dict | None:
-        if self.root is None or not (self.root / f"{key}.json").is_file():
-            return None
-        return json.loads((self.root / f"{key}.json").read_text())
-
-    def put_json(self, key: str, value: dict) -> None:
-        if self.root is not None:
-            _write_atomic(self.root / f"{key}.json", lambda f: f.write(json.dumps(value, indent=2).encode()))
 
 
 def _write_atomic(path: Path, write) -> None:

@@ -164,7 +164,7 @@ def run_beir(
         ],
     )
     if crosscheck:
-        reference = st_information_retrieval(query, beir, cache, batch_size, crosscheck_sample)
+        reference = st_information_retrieval(query, beir, cache, batch_size, crosscheck_sample)  # vectors: cached
         ours = result.grid[(query.num_layers, query.full_dim)]
         difference = ours["ndcg@10"] - reference["ndcg@10"]
         report["crosscheck"] = reference | {

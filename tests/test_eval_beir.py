@@ -131,3 +131,13 @@ def test_reference_check_with_our_vectors_equals_its_own_full_encoding(tiny_embe
     assert independent["documents"] == "encoded by sentence-transformers"
     for metric in ("ndcg@10", "mrr@10", "recall@100"):
         assert ours[metric] == pytest.approx(independent[metric], abs=1e-6)
+
+
+def test_without_disk_cache_a_run_encodes_each_layer_once(tiny_embedder, beir_dir, tmp_path):
+    from telescope.eval.crosscheck import st_information_retrieval
+
+    data = read_beir(beir_dir)
+    cache = EmbeddingCache(None)
+    evaluate_beir(tiny_embedder, data, [(4, 64)], plans=[], cache=cache)
+    st_information_retrieval(tiny_embedder, data, cache, sample=4)  # the reference reuses the run's vectors
+    assert (cache.misses, cache.hits) == (2, 1) and not list(tmp_path.iterdir())
