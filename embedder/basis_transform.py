@@ -17,7 +17,15 @@ For a pooled sentence vector ``p`` (the new model's features, dim ``D``)::
 ``b`` (the first ``old_dim`` coordinates, re-normalised) is compared with old vectors; the whole vector with new
 ones. With ``D = old_dim`` the extra dims are ``extra`` (the paper's +25%). ``scale`` weighs the new features
 against the compatibility branch inside ``z`` (3, as the paper's released code does). The orthogonal matrices
-use ``torch.nn.utils.parametrizations.orthogonal`` (matrix exponential) and start at the identity.
+use ``torch.nn.utils.parametrizations.orthogonal`` (matrix exponential).
+
+**Start.** The paper trains from scratch; here the new model is a pretrained text encoder that may already be
+partly comparable with the old one (a deeper model of the same family, say). Starting at identity matrices
+would put ``c`` in b's first coordinates and shift the new features by ``extra`` positions, destroying that (a
+first run measured STS-B new/old 3.8 against 51.9 for the untouched new model). So the head starts where
+``b = [s f[:old_dim - extra] ; c / |c|]`` with ``c`` reading the pooled vector's coordinates
+``old_dim - extra .. old_dim`` (``W_c`` a selection, ``Q_old`` a cyclic shift, ``Q_new`` the identity): b starts
+close to the new features themselves, coordinate for coordinate, and training moves it toward the old space.
 
 sentence-transformers has no such module, hence this one. It sits after Pooling (before Normalize), saves and
 reloads with the folder (``modules.json`` names this class; ``load_embedder`` allows telescope's own modules).
@@ -48,9 +56,14 @@ DEFAULT_EXTRA_FRACTION = 0.25
 
 
 def _orthogonal_identity(dim: int) -> nn.Linear:
+    return _orthogonal_start(dim, shift=0)
+
+
+def _orthogonal_start(dim: int, shift: int) -> nn.Linear:
+    """An orthogonal ``dim x dim`` linear map starting as the cyclic shift ``y[i] = x[(i + shift) % dim]``."""
     linear = nn.Linear(dim, dim, bias=False)
     with torch.no_grad():
-        linear.weight.copy_(torch.eye(dim))
+        linear.weight.copy_(torch.roll(torch.eye(dim), shifts=shift, dims=1))
     return orthogonal(linear)
 
 
@@ -78,7 +91,13 @@ class BasisTransform(Module):
         self.input_dim, self.old_dim, self.extra_dim, self.scale = input_dim, old_dim, extra_dim, float(scale)
         self.compat = nn.Linear(input_dim, extra_dim)
         self.rotate_new = _orthogonal_identity(input_dim)
-        self.rotate_old = _orthogonal_identity(old_dim)
+        self.rotate_old = _orthogonal_start(old_dim, shift=min(extra_dim, old_dim))
+        start = max(0, min(old_dim, input_dim) - extra_dim)
+        with torch.no_grad():  # c starts as the pooled coordinates that b's last `extra` positions hold
+            self.compat.weight.zero_()
+            self.compat.bias.zero_()
+            rows = torch.arange(min(extra_dim, input_dim - start))
+            self.compat.weight[rows, start + rows] = 1.0
 
     def forward(self, features: dict[str, Tensor], **kwargs) -> dict[str, Tensor]:
         pooled = features["sentence_embedding"]

@@ -202,3 +202,13 @@ def test_train_cli_bct_and_its_errors(tmp_path, tiny_model_path, old_model_path,
         assert code == 2 and "BCT needs the new and old vectors to have one dim" in err
     finally:
         torch.set_num_threads(threads)
+
+
+def test_head_starts_with_b_on_the_new_features_coordinates():
+    head = BasisTransform(8, 8, 2)
+    pooled = torch.randn(3, 8)
+    out = head({"sentence_embedding": pooled.clone()})["sentence_embedding"]
+    f = torch.nn.functional.normalize(pooled, dim=-1)
+    assert torch.allclose(out[:, :6], 3 * f[:, :6], atol=1e-5)  # b: the new features, coordinate for coordinate,
+    assert torch.allclose(out[:, 6:8], torch.nn.functional.normalize(pooled[:, 6:8], dim=-1), atol=1e-5)  # then c
+    assert torch.allclose(out[:, 8:], 3 * f[:, 6:], atol=1e-5)  # a: what c displaced from b
