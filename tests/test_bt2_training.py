@@ -18,6 +18,7 @@ from telescope.embedder.basis_transform import BasisTransform, attach_basis_tran
 from telescope.embedder.losses.bct import BCTLoss
 from telescope.embedder.losses.bt2 import BT2Loss
 from telescope.embedder.tiny import build_tiny_model
+from cli_helpers import run_cli
 
 TEXTS = ["a man rides a horse", "a person on a horse", "dogs in snow", "two dogs play in the snow",
          "a woman cooks", "someone is cooking", "rain in the city", "it rains downtown"]
@@ -144,16 +145,8 @@ def test_bct_loss_is_new_new_plus_influence(tiny_model_path):
 
 
 def run(argv: list[str], capsys) -> tuple[int, str]:
-    old = sys.argv
-    sys.argv = ["telescope", *argv]
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 0
-    finally:
-        sys.argv = old
-    return code, " ".join(capsys.readouterr().err.split())
+    code, _, err = run_cli(argv, capsys)
+    return code, " ".join(err.split())
 
 
 @pytest.fixture

@@ -9,20 +9,10 @@ import numpy as np
 import pytest
 
 from telescope.cli.main import main
+from cli_helpers import run_cli
 
 
-def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    old = sys.argv
-    sys.argv = ["telescope", *argv]
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 0
-    finally:
-        sys.argv = old
-    out = capsys.readouterr()
-    return code, out.out, out.err
+run = run_cli
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import json
 import random
 import sys
 from pathlib import Path
+from cli_helpers import run_cli
 
 WORDS = "alpha beta gamma delta protein cell gene virus cancer brain heart blood tissue drug dose trial mouse human".split()
 
@@ -53,17 +54,3 @@ def build_compatible_model(out: Path, old_id: str = "tiny-bert", prefix: int | N
     return out
 
 
-def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    from telescope.cli.main import main
-
-    old = sys.argv
-    sys.argv = ["telescope", *argv]
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 0
-    finally:
-        sys.argv = old
-    out = capsys.readouterr()
-    return code, out.out, out.err

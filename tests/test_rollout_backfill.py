@@ -23,6 +23,7 @@ from telescope.index import Collection
 from telescope.pipelines import ingest
 from telescope.pipelines.backfill import BackgroundBackfill, backfill
 from telescope.pipelines.rollout import abort_rollout, rollout_status, run_backfill, settle, start_rollout
+from cli_helpers import run_cli as _run_cli
 
 HERE = Path(__file__).parent
 TEXTS = [f"document {i} about {w} and {v}" for i, (w, v) in enumerate(
@@ -177,19 +178,8 @@ def test_second_rollout_and_missing_text_are_refused(tmp_path, tiny_embedder, ti
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    from telescope.cli.main import main
-
-    old = sys.argv
-    sys.argv = ["telescope", *argv]
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 0
-    finally:
-        sys.argv = old
-    out = capsys.readouterr()
-    return code, out.out, " ".join(out.err.split())
+    code, out, err = _run_cli(argv, capsys)
+    return code, out, " ".join(err.split())
 
 
 def test_rollout_cli_switches_backfills_and_aborts(tmp_path, tiny_embedder, tiny_model_path, new_model_path, capsys):

@@ -16,22 +16,11 @@ from telescope.index import Collection
 from telescope.server.client import Client, RemoteError
 from telescope.server.process import ServerProcess
 
+from cli_helpers import run_cli  # noqa: E402
+
 TOKEN = "process-token"
 
 
-def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    import sys
-
-    old, sys.argv = sys.argv, ["telescope", *argv]
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 0
-    finally:
-        sys.argv = old
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")

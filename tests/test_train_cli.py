@@ -12,20 +12,12 @@ import torch
 from telescope.cli.main import main
 from telescope.embedder.training import parse_pairs, read_examples, read_texts
 from tests.conftest import shared_path
+from cli_helpers import run_cli
 
 
 def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    old = sys.argv
-    sys.argv = ["telescope", *argv]
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 0
-    finally:
-        sys.argv = old
-    out = capsys.readouterr()
-    return code, out.out, " ".join(out.err.split())  # rich wraps long lines
+    code, out, err = run_cli(argv, capsys)
+    return code, out, " ".join(err.split())  # rich wraps long lines
 
 
 @pytest.fixture

@@ -11,20 +11,10 @@ import pytest
 from telescope.cli.main import main
 from telescope.cli.train_unified import parse_field
 from telescope.embedder.unified import FeatureSpec
+from cli_helpers import run_cli
 
 
-def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    old = sys.argv
-    sys.argv = ["telescope", *argv]
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 0
-    finally:
-        sys.argv = old
-    out = capsys.readouterr()
-    return code, out.out, out.err
+run = run_cli
 
 
 def test_parse_field():
