@@ -17,5 +17,8 @@ def register(app: typer.Typer) -> None:
     from telescope.cli import bench_serve
 
     bench_serve.register(bench_app)  # telescope bench serve (gRPC QPS and latency)
+    from telescope.cli import bench_index
+
+    bench_index.register(bench_app)  # telescope bench index (exact / HNSW / plans at 200k+ and 1M vectors)
     __import__("telescope.cli.bench_pipeline", fromlist=["register"]).register(bench_app)  # bench pipeline: own module
     app.add_typer(bench_app, name="bench")

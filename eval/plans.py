@@ -8,6 +8,7 @@ same batch on the same threads.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -30,20 +31,25 @@ class PlanMeasure:
         return asdict(self)
 
 
+def time_batched(
+    search: Callable[[np.ndarray], np.ndarray], queries: np.ndarray, batch: int, repeats: int = 3
+) -> tuple[float, np.ndarray]:
+    """Median seconds to answer all queries through ``search`` (query batch -> result rows), sent in batches of
+    ``batch``, and the rows. One warm-up query first (lazy index builds, thread pools) outside the timing."""
+    times, rows = [], None
+    search(queries[:1])
+    for _ in range(repeats):
+        start = time.perf_counter()
+        rows = np.concatenate([search(queries[i : i + batch]) for i in range(0, len(queries), batch)])
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)), rows
+
+
 def time_search(
     collection: Collection, queries: np.ndarray, k: int, plan: Plan, repeats: int = 3, batch: int | None = None
 ) -> tuple[float, np.ndarray]:
     """Median seconds to search all queries, sent in batches of ``batch`` (default: all at once), and the rows."""
-    batch = batch or len(queries)
-    times, rows = [], None
-    collection.search_rows(queries[:1], k, plan)  # builds the stage-one index outside the timing
-    for _ in range(repeats):
-        start = time.perf_counter()
-        rows = np.concatenate(
-            [collection.search_rows(queries[i : i + batch], k, plan)[1] for i in range(0, len(queries), batch)]
-        )
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)), rows
+    return time_batched(lambda q: collection.search_rows(q, k, plan)[1], queries, batch or len(queries), repeats)
 
 
 def measure_plans(

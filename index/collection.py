@@ -591,6 +591,16 @@ class Collection:
                 "properties": self.properties,
             }
 
+    def memory_bytes(self) -> dict:
+        """Bytes this collection holds to answer searches: ``vectors`` (the full-dim rows that every plan re-ranks
+        from, rows x dim x 4) and ``stage_one`` (per prefix dim built so far: its FAISS index, serialised size).
+        Ids and payloads are not counted."""
+        with self._lock:
+            return {
+                "vectors": int(self._rows.n) * self.dim * 4,
+                "stage_one": {dim: s1.nbytes for dim, s1 in self._stage_ones.items()},
+            }
+
     # -- checks ------------------------------------------------------------------------------------------------
     def _check_vectors(self, vectors: np.ndarray, n: int, dim: int) -> np.ndarray:
         vectors = np.asarray(vectors, dtype=np.float32)

@@ -24,6 +24,11 @@ def prefix_normalize(vectors: np.ndarray, dim: int) -> np.ndarray:
     return prefix / np.maximum(norms, 1e-12)
 
 
+def serialized_bytes(index: faiss.Index) -> int:
+    """Bytes of a FAISS index written out: the memory it holds for its vectors or codes, links and lists."""
+    return int(faiss.serialize_index(index).nbytes)
+
+
 class StageOne:
     """A FAISS index over the ``dim``-prefix of rows ``0 .. ntotal-1``."""
 
@@ -44,6 +49,11 @@ class StageOne:
     @property
     def ntotal(self) -> int:
         return int(self.index.ntotal)
+
+    @property
+    def nbytes(self) -> int:
+        """Size of the FAISS index, serialised (its vectors or codes, graph links and lists)."""
+        return serialized_bytes(self.index)
 
     def add(self, vectors: np.ndarray) -> None:
         """Append rows (full vectors; their prefix is taken and normalised here)."""

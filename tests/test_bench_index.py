@@ -1,0 +1,87 @@
+"""``telescope bench index``: the report's methods, recall, memory and scale-up, on the tiny model and a small corpus."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from tests.cli_helpers import run_cli
+from tests.conftest import shared_path
+
+
+def test_bench_index_report_at_real_and_scaled_size(tmp_path, tiny_model_path, capsys):
+    data = shared_path()
+    argv = ["bench", "index", "--model", str(tiny_model_path), "--data", str(data), "--corpus-size", "400",
+            "--queries", "30", "--scale-to", "1000", "--threads", "1", "--batch1-queries", "5", "--repeats", "1",
+            "--flat-plans", "32:50,64:10", "--hnsw-plans", "32:50,64:10;32:100,64:10", "--hnsw-ef", "16,64",
+            "--cache-dir", str(tmp_path / "cache"), "--workdir", str(tmp_path / "work"), "--out", str(tmp_path / "out"),
+            "--name", "bi"]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    report = json.loads((tmp_path / "out" / "bi.json").read_text())
+    assert report["command"].startswith("telescope bench index")
+    assert report["model"]["objective"] and report["model"]["hash"] and report["threads"] == 1
+    assert report["data"]["corpus"] == 400 and report["data"]["queries"] == 30
+    assert sum(report["data"]["counts"]["corpus"].values()) == 400
+    assert [s["vectors"] for s in report["scales"]] == [400, 1000]
+    real, scaled = report["scales"]
+    assert real["scale_up"] is None and scaled["scale_up"]["synthetic"] == 600
+    assert abs(scaled["scale_up"]["measured_cosine_to_source_mean"] - scaled["scale_up"]["target_cosine_to_source"]) < 0.02
+    for scale in report["scales"]:
+        methods = [p["method"] for p in scale["points"]]
+        assert methods == ["exact"] + ["faiss HNSW32, full dim"] * 2 + ["telescope, exact prefix"] + \
+            ["telescope, HNSW32 prefix"] * 2
+        exact = scale["points"][0]
+        assert exact["recall_at_10"] == 1.0 and exact["memory_bytes"] >= scale["vectors"] * 64 * 4
+        for p in scale["points"]:
+            assert 0 <= p["recall_at_10"] <= 1 and p["qps_batch1"] > 0 and p["qps_batch"] > 0 and p["build_s"] >= 0
+        hnsw_best = max(p["recall_at_10"] for p in scale["points"] if p["method"].startswith("faiss HNSW"))
+        assert hnsw_best > 0.9  # a graph search on 400-1000 points at efSearch 64 is nearly exact
+        flat = next(p for p in scale["points"] if p["method"] == "telescope, exact prefix")
+        # the collection holds the full vectors plus a Flat copy of the 32-dim prefixes
+        assert flat["memory_bytes"] == scale["vectors"] * 64 * 4 + flat["memory_stage_one_bytes"]
+        assert flat["memory_stage_one_bytes"] >= scale["vectors"] * 32 * 4
+        assert set(scale["targets"]) >= {"batch1", "batch"}
+    assert (tmp_path / "out" / "bi.md").read_text().count("| exact | IndexFlatIP |") == 2
+    assert (tmp_path / "out" / "bi.png").stat().st_size > 0
+    assert not any((tmp_path / "work").iterdir())  # the benchmark's collections are removed
+
+    code, _, err = run_cli(argv[:-1] + ["bi2"] + ["--scale-to", "0"], capsys)
+    assert code == 0, err
+    again = json.loads((tmp_path / "out" / "bi2.json").read_text())
+    assert again["embedding"]["cached"] and len(again["scales"]) == 1
+
+
+def test_bench_index_rejects_a_plan_that_stops_short_of_the_full_dim(tmp_path, tiny_model_path, capsys):
+    code, _, err = run_cli(["bench", "index", "--model", str(tiny_model_path), "--flat-plans", "16:50,32:10",
+                            "--out", str(tmp_path)], capsys)
+    assert code == 2 and "flat_plans: expected plans ending at the full dim 64, got '16:50,32:10'" in " ".join(err.split())
+
+
+def test_scale_up_keeps_real_rows_and_makes_unit_rows_near_them():
+    from telescope.eval.bench_index import scale_up
+
+    rng = np.random.default_rng(1)
+    centers = rng.standard_normal((20, 32))
+    real = (centers[rng.integers(0, 20, 500)] + 0.3 * rng.standard_normal((500, 32))).astype(np.float32)
+    real /= np.linalg.norm(real, axis=1, keepdims=True)
+    out, info = scale_up(real, 2000, seed=0)
+    assert out.shape == (2000, 32) and np.array_equal(out[:500], real)
+    assert np.allclose(np.linalg.norm(out, axis=1), 1, atol=1e-5)
+    assert info["real"] == 500 and info["synthetic"] == 1500
+    assert abs(info["measured_cosine_to_source_mean"] - info["target_cosine_to_source"]) < 0.02
+    again, _ = scale_up(real, 2000, seed=0)
+    assert np.array_equal(out, again)
+
+
+def test_collection_memory_bytes_counts_vectors_and_built_stage_ones(tmp_path):
+    from telescope.index import Collection
+
+    vectors = np.random.default_rng(0).standard_normal((300, 48)).astype(np.float32)
+    with Collection.create(tmp_path / "c", 48, stage_one="HNSW16", stage_one_dim=16) as c:
+        c.upsert([str(i) for i in range(300)], vectors)
+        assert c.memory_bytes() == {"vectors": 300 * 48 * 4, "stage_one": {}}
+        c.search_rows(vectors[:2], 5, "16:20,48:5")
+        held = c.memory_bytes()
+        assert held["stage_one"][16] > 300 * 16 * 4  # the prefixes plus the graph's links
