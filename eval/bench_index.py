@@ -9,8 +9,8 @@ method:
 - **telescope, exact prefix**: a ``Collection`` whose stage one is a Flat scan of the plan's first prefix, then a
   re-rank of the shortlist at full dim (``telescope.index``), one point per plan.
 - **telescope, HNSW prefix**: a ``Collection`` whose stage one is ``HNSW{M}`` over the first prefix (same M and
-  efConstruction as the full-dim graph, efSearch left at FAISS's 16, so the shortlist size sets the beam:
-  FAISS searches with ``max(efSearch, k)``), then the same re-rank.
+  efConstruction as the full-dim graph; telescope searches a graph with a beam of ``max(efSearch, shortlist)``,
+  efSearch left at FAISS's 16, so the plan's shortlist sets the beam), then the same re-rank.
 
 Per point: queries/s at batch 1 (the first ``batch1_queries`` queries, sent one at a time) and at batch 64 (all
 queries), medians of ``repeats`` runs; recall@10 against exact over all queries; memory as the bytes held to
@@ -574,8 +574,8 @@ def run_bench_index(
         **environment(),
     }
     report["notes"] = [
-        "Stage-one HNSW keeps FAISS's efSearch 16; FAISS searches with max(efSearch, k), so a plan's first "
-        "shortlist is also its beam width.",
+        "Stage-one HNSW keeps FAISS's efSearch 16; telescope's stage one searches a graph with a beam of "
+        "max(efSearch, shortlist), so a plan's first shortlist is also its beam width.",
         "Synthetic vectors (scale-up) sit around real ones; recall on them measures the index, not the model's "
         "quality on a real million-text corpus.",
     ]

@@ -71,28 +71,43 @@ class StageOne:
         self.index.add(prefix)
 
     def search(self, queries: np.ndarray, k: int, alive: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` rows by prefix inner product; ``alive`` (bool per row) excludes deleted rows."""
+        """Top-``k`` rows by prefix inner product; ``alive`` (bool per row) excludes deleted rows.
+
+        A graph (HNSW) searches with a beam of ``max(efSearch, k)``, as hnswlib does: FAISS keeps its
+        ``efSearch`` whatever ``k`` is and pads with -1, so a shortlist longer than efSearch would come back
+        mostly empty (measured: 200 asked at efSearch 16 over 10k real vectors, 0.64 of the exact prefix top-200).
+        """
         prefix = prefix_normalize(queries, self.dim)
-        params = None
+        selector = keep = None
         if alive is not None:
             bits = np.packbits(alive[: self.ntotal], bitorder="little")
             selector = faiss.IDSelectorBitmap(self.ntotal, faiss.swig_ptr(bits))
-            params = self._params_with(selector)
-            params._keep = (bits, selector)  # FAISS holds raw pointers: keep both alive for the call
+            keep = (bits, selector)
+        params = self._params(selector, k)
+        if params is not None:
+            params._keep = keep  # FAISS holds raw pointers: keep both alive for the call
         scores, rows = self.index.search(prefix, k, params=params)
         return scores, rows
 
-    def _params_with(self, selector: faiss.IDSelector) -> faiss.SearchParameters:
+    def _params(self, selector: faiss.IDSelector | None, k: int) -> faiss.SearchParameters | None:
         index = self.index
         if isinstance(index, faiss.IndexHNSW):
-            return faiss.SearchParametersHNSW(sel=selector, efSearch=index.hnsw.efSearch)
-        if isinstance(index, faiss.IndexIVF):
-            return faiss.SearchParametersIVF(sel=selector, nprobe=index.nprobe)
-        if isinstance(index, faiss.IndexFlat):
-            return faiss.SearchParameters(sel=selector)
-        raise ValueError(
-            f"stage_one.factory: deleting from {self.factory!r} is not supported; use Flat, HNSW or IVF"
-        )
+            params = faiss.SearchParametersHNSW()
+            params.efSearch = max(index.hnsw.efSearch, k)
+        elif selector is None:
+            return None
+        elif isinstance(index, faiss.IndexIVF):
+            params = faiss.SearchParametersIVF()
+            params.nprobe = index.nprobe
+        elif isinstance(index, faiss.IndexFlat):
+            params = faiss.SearchParameters()
+        else:
+            raise ValueError(
+                f"stage_one.factory: deleting from {self.factory!r} is not supported; use Flat, HNSW or IVF"
+            )
+        if selector is not None:
+            params.sel = selector
+        return params
 
     def write(self, path: str) -> None:
         faiss.write_index(self.index, path)

@@ -109,3 +109,18 @@ def test_deleted_and_replaced_points_are_not_returned(tmp_path):
     ids = [h.id for h in c.search(vectors[5], k=100)[0]]
     assert "p5" not in ids and ids.count("p6") == 1 and len(ids) == 99
     assert c.get(["p6"])[0].vector == pytest.approx(vectors[7] / np.linalg.norm(vectors[7]), abs=1e-6)
+
+
+def test_hnsw_stage_one_beam_is_at_least_the_shortlist(tmp_path):
+    """FAISS HNSW searches with its efSearch whatever k is (padding with -1); stage one widens it to k."""
+    from telescope.index.stage_one import StageOne
+
+    vectors = np.random.default_rng(3).standard_normal((2000, 32)).astype(np.float32)
+    s1 = StageOne(32, "HNSW16")  # FAISS's default efSearch 16
+    s1.add(vectors)
+    _, rows = s1.search(vectors[:20], 100, None)
+    assert (rows >= 0).all() and s1.index.hnsw.efSearch == 16
+    alive = np.ones(2000, dtype=bool)
+    alive[::2] = False
+    _, rows = s1.search(vectors[:20], 100, alive)
+    assert (rows >= 0).all() and (rows % 2 == 1).all()
