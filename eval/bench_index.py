@@ -229,7 +229,7 @@ class Options:
     hnsw_plans: list[str]
     hnsw_ef: list[int]
     hnsw_m: int = 32
-    batch1_queries: int = 200
+    batch1_queries: int = 100
     batch: int = 64
     repeats: int = 3
 
@@ -425,7 +425,8 @@ def markdown(report: dict) -> str:
         f"Data: {report['data']['root']} (hash {report['data']['hash']}): {report['data']['distinct_texts']:,} distinct texts "
         f"of {', '.join(SOURCES)}; corpus {report['data']['corpus']:,}, held-out queries {report['data']['queries']:,}  ",
         "Corpus per source: " + ", ".join(f"{s} {c:,}" for s, c in report["data"]["counts"]["corpus"].items()) + "  ",
-        f"Embedding: {report['embedding']['seconds']:.0f} s ({'from the cache' if report['embedding']['cached'] else 'encoded'}); "
+        f"Embedding: {report['embedding']['seconds']:.0f} s ({'from the cache' if report['embedding']['cached'] else 'encoded'}, "
+        f"backend {report['embedding'].get('backend')}, batch {report['embedding']['batch_size']}); "
         f"threads {report['threads']} (FAISS OpenMP = torch) for every method; {report['host']['cpus']} CPUs  ",
         f"Timing: batch 1 = the first {report['options']['batch1_queries']} queries one at a time; batch "
         f"{report['options']['batch']} = all queries; median of {report['options']['repeats']} runs. recall@10 against "
@@ -553,7 +554,7 @@ def run_bench_index(
     corpus = cache.layers(embedder, corpus_texts, [layer], batch_size, show_progress=True)[layer]
     query_vectors = cache.layers(embedder, query_texts, [layer], batch_size)[layer]
     embedding = {"seconds": time.perf_counter() - start, "cached": cache.hits - hits == 2, "layer": layer,
-                 "dim": embedder.full_dim, "batch_size": batch_size}
+                 "dim": embedder.full_dim, "batch_size": batch_size, "backend": getattr(embedder, "backend", "torch")}
     log(f"corpus {len(corpus):,} x {corpus.shape[1]}, {len(query_vectors):,} queries: "
         f"{embedding['seconds']:.0f} s ({'cached' if embedding['cached'] else 'encoded'})")
     info = model_info(embedder)
