@@ -70,6 +70,21 @@ def query_vectors(n: int, dim: int, seed: int = 1, noise: float = 0.05) -> np.nd
 
 
 @dataclass
+class Searches:
+    """``call(client, i)`` for ``run_clients``: the i-th search of a fixed list of query vectors or texts, top ``k``."""
+
+    collection: str
+    queries: np.ndarray | list[str]
+    k: int
+
+    def __call__(self, client: Client, i: int):
+        query = self.queries[i % len(self.queries)]
+        if isinstance(query, str):
+            return client.search(self.collection, text=query, k=self.k)
+        return client.search(self.collection, vector=query, k=self.k)
+
+
+@dataclass
 class LoadResult:
     query: str
     clients: int
@@ -85,6 +100,7 @@ class LoadResult:
     error_codes: dict
     calls_total: int = 0  # successful calls including the warm-up
     server_cpu_ms_per_call: float | None = None  # server process CPU time (user + system) per call, when measured
+    client_cpu_ms_per_call: float | None = None  # the calling process's CPU time per call (its client threads)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -99,7 +115,8 @@ def run_clients(
     query: str = "",
     client_options: dict | None = None,
 ) -> LoadResult:
-    """``clients`` closed-loop threads calling ``call(client, i)`` (i counts that thread's calls) for ``seconds``."""
+    """``clients`` closed-loop threads calling ``call(client, i)`` (i counts that thread's calls) for ``seconds``;
+    ``client_cpu_ms_per_call`` is this process's CPU time over the run per call (the caller should be idle)."""
     latencies: list[list[float]] = [[] for _ in range(clients)]
     calls = [0] * clients
     errors: Counter[str] = Counter()
@@ -132,16 +149,18 @@ def run_clients(
     threads = [threading.Thread(target=worker, args=(w,), daemon=True) for w in range(clients)]
     for t in threads:
         t.start()
+    cpu = time.process_time()
     begin = time.perf_counter()
     times["measure"], times["end"] = begin + warmup, begin + warmup + seconds
     start_barrier.wait()
     for t in threads:
         t.join(warmup + seconds + 120)
+    client_cpu = time.process_time() - cpu
     lat = np.array([x for per in latencies for x in per]) * 1000
     p50, p90, p99 = (float(np.percentile(lat, q)) for q in (50, 90, 99)) if len(lat) else (float("nan"),) * 3
     return LoadResult(
         query=query, clients=clients, seconds=seconds, requests=len(lat), qps=len(lat) / seconds,
         p50_ms=p50, p90_ms=p90, p99_ms=p99, mean_ms=float(lat.mean()) if len(lat) else float("nan"),
         max_ms=float(lat.max()) if len(lat) else float("nan"), errors=sum(errors.values()), error_codes=dict(errors),
-        calls_total=sum(calls),
+        calls_total=sum(calls), client_cpu_ms_per_call=1000 * client_cpu / max(sum(calls), 1),
     )

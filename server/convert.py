@@ -19,7 +19,7 @@ _EXACT_INT = 2**53
 
 def vector_values(vector: common_pb2.Vector, field: str, expected: tuple[int, int]) -> np.ndarray:
     """The float32 values of a Vector with ``expected[0] <= len <= expected[1]``, finite and not all zero."""
-    values = np.asarray(vector.values, dtype=np.float32)
+    values = vector_array(vector)
     low, high = expected
     if not low <= len(values) <= high:
         want = f"{low}" if low == high else f"between {low} and {high}"
@@ -33,8 +33,38 @@ def vector_values(vector: common_pb2.Vector, field: str, expected: tuple[int, in
     return values
 
 
+# A Vector travels as one packed field: tag 0x0a, the byte length as a varint, little-endian float32s (its
+# ``repeated float values`` is packed in proto3). Going through those bytes moves a vector between numpy and the
+# message in one copy; the per-float Python path (``values.extend(v.tolist())``, ``np.asarray(v.values)``) cost
+# 31 us and 7 us per 384-dim vector, the bytes 5 us and 3 us. The wire format is the same either way.
 def vector_message(values: np.ndarray) -> common_pb2.Vector:
-    return common_pb2.Vector(values=np.asarray(values, dtype=np.float32).tolist())
+    """A Vector holding ``values`` (any float array-like, flattened) as float32."""
+    data = np.ascontiguousarray(values, dtype="<f4").ravel().tobytes()
+    return common_pb2.Vector.FromString(b"\x0a" + _varint(len(data)) + data if data else b"")
+
+
+def vector_array(vector: common_pb2.Vector) -> np.ndarray:
+    """A Vector's values as float32 (a writable copy), unchecked."""
+    raw = vector.SerializeToString()  # field 1 first, packed (unknown fields, if any, come after it)
+    if not raw or raw[0] != 0x0A:
+        return np.zeros(0, dtype=np.float32)
+    size, start = 0, 1
+    for shift in range(0, 64, 7):
+        byte = raw[start]
+        start += 1
+        size |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            break
+    return np.frombuffer(raw, dtype="<f4", count=size // 4, offset=start).astype(np.float32)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
 
 
 def struct_message(payload: dict) -> struct_pb2.Struct:
@@ -55,7 +85,28 @@ def plain(value):
 
 
 def payload_dict(message: struct_pb2.Struct) -> dict:
-    return plain(json_format.MessageToDict(message))
+    """The payload a Struct holds: ``plain(json_format.MessageToDict(message))``, walked directly (twice as fast:
+    every search hit carries one)."""
+    return {key: _value(value) for key, value in message.fields.items()}
+
+
+def _value(value: struct_pb2.Value):
+    kind = value.WhichOneof("kind")
+    if kind == "number_value":
+        number = value.number_value
+        if not math.isfinite(number):  # as json_format refuses it
+            name = "NaN" if math.isnan(number) else "Infinity"
+            raise ValueError(f"Fail to serialize {name} for Value.number_value, which would parse as string_value")
+        return int(number) if number.is_integer() and abs(number) < _EXACT_INT else number
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "struct_value":
+        return payload_dict(value.struct_value)
+    if kind == "list_value":
+        return [_value(v) for v in value.list_value.values]
+    return None
 
 
 def filter_dict(message: common_pb2.Filter, field: str) -> dict:

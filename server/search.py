@@ -2,7 +2,8 @@
 
 A request is checked field by field first (so the error names the field), then text queries are embedded
 together, then searches that share plan, k, filter and model version run as one batch in the index (FAISS and
-the re-ranking are much faster per query in batches). Deadlines are checked between those steps.
+the re-ranking are much faster per query in batches), together with those of concurrent calls (``SearchBatcher``).
+Deadlines are checked between those steps.
 """
 
 from __future__ import annotations
@@ -144,13 +145,14 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
         for i, q in enumerate(queries):
             groups.setdefault(q.batch_key(), []).append(i)
         results: list[pb.SearchResponse | None] = [None] * len(queries)
-        for indices in groups.values():
+        for batch_key, indices in groups.items():
             check_alive(context, "searching")
             first = queries[indices[0]]
             start = time.perf_counter()
-            hits = collection.search(
-                np.stack([queries[i].vector for i in indices]), first.k, first.plan,
-                where=first.where or None, model_version=first.model_version,
+            hits = self.state.searches.search(
+                collection, [queries[i].vector for i in indices], first.k, first.plan,
+                lambda: check_alive(context, "searching"), where=first.where or None,
+                model_version=first.model_version, key=batch_key,
             )
             search_ms = 1000 * (time.perf_counter() - start)
             for i, row in zip(indices, hits):

@@ -6,7 +6,7 @@ import threading
 from dataclasses import dataclass, field
 
 from telescope.index import Collection
-from telescope.server.batcher import TextBatcher
+from telescope.server.batcher import SearchBatcher, TextBatcher
 from telescope.server.errors import Stats, Unavailable
 from telescope.server.limits import Limits
 from telescope.server.registry import Registry
@@ -19,6 +19,7 @@ class ServerState:
     stats: Stats = field(default_factory=Stats)
     loaded: threading.Event = field(default_factory=threading.Event)
     batcher: TextBatcher = field(default_factory=TextBatcher)  # query texts of concurrent calls share passes
+    searches: SearchBatcher = field(default_factory=SearchBatcher)  # query vectors of concurrent calls share searches
 
     def collection(self, name: str, field: str = "collection") -> Collection:
         """A loaded collection by name (UNAVAILABLE while the server is still loading)."""

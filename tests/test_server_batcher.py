@@ -84,3 +84,42 @@ def test_max_texts_splits_passes_and_errors_reach_every_caller():
     embedder.gate.set()
     out = TextBatcher(max_texts=2).encode(embedder, ["a", "bb", "ccc"], lambda: None)  # one caller over the cap
     np.testing.assert_array_equal(out, expected(["a", "bb", "ccc"]))
+
+
+def test_concurrent_searches_share_one_collection_search_and_get_their_own_hits():
+    from telescope.server.batcher import SearchBatcher
+
+    class GatedCollection:
+        """Answers query q with one hit whose id is q's first value; its first search waits for ``gate``."""
+
+        def __init__(self):
+            self.gate, self.entered = threading.Event(), threading.Event()
+            self.calls: list[tuple] = []
+
+        def search(self, queries, k, plan, where=None, model_version=None):
+            self.calls.append((len(queries), k, plan, where, model_version))
+            if len(self.calls) == 1:
+                self.entered.set()
+                assert self.gate.wait(30)
+            return [[f"hit-{int(q[0])}"] for q in queries]
+
+    collection, batcher = GatedCollection(), SearchBatcher()
+    results: dict[int, list] = {}
+
+    def call(i: int) -> None:
+        results[i] = batcher.search(collection, [np.array([i, 1.0])], 10, "p", lambda: None, where={"a": 1}, key="x")
+
+    first = threading.Thread(target=call, args=(0,))
+    first.start()
+    assert collection.entered.wait(30)
+    others = [threading.Thread(target=call, args=(i,)) for i in range(1, 9)]
+    for t in others:
+        t.start()
+    while sum(len(q.items) for q in batcher._queues.values()) < 8:
+        threading.Event().wait(0.01)
+    collection.gate.set()
+    for t in [first, *others]:
+        t.join(30)
+    assert collection.calls == [(1, 10, "p", {"a": 1}, None), (8, 10, "p", {"a": 1}, None)]  # eight callers, one search
+    assert results == {i: [[f"hit-{i}"]] for i in range(9)}
+    assert (batcher.passes, batcher.items) == (2, 9)
