@@ -14,8 +14,11 @@ its Normalize module (vectors are no longer unit length), hence this module.
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import os
 import threading
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import cached_property
@@ -24,13 +27,16 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.nn.utils import parametrize
 from sentence_transformers import SentenceTransformer
 
 from telescope.embedder.manifest import ModelManifest, nested_pairs
+from telescope.embedder.onnx_forward import OnnxForward, export_pooled_layers
 from telescope.embedder.progress import progress_bar
 
 DEFAULT_MODEL = "default"
 DEFAULT_MODEL_ID = "all-MiniLM-L6-v2"
+BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 
 
 def default_model_path() -> Path:
@@ -55,12 +61,32 @@ def resolve_model_path(model: str | Path | None) -> Path:
 class Embedder:
     """A sentence-transformers model plus its manifest, encoding at any (layer, dim)."""
 
-    def __init__(self, model: SentenceTransformer, manifest: ModelManifest, path: Path | None = None):
+    def __init__(
+        self, model: SentenceTransformer, manifest: ModelManifest, path: Path | None = None, backend: str = "torch"
+    ):
         self.model = model.eval()
         self.manifest = manifest
         self.path = path
         self.truncated_texts = 0  # texts cut to the model's max length, counted over this embedder's life
-        self._lock = threading.Lock()  # early exit edits the block list: one encode at a time
+        self._lock = threading.Lock()  # early exit edits the block list: one torch forward at a time
+        self._tokenizer_lock = threading.Lock()  # a Hugging Face fast tokenizer must not be shared across threads
+        self.backend = check_backend(backend)
+        self._onnx = self._onnx_forward()
+
+    def _onnx_forward(self) -> OnnxForward | None:
+        on_cpu = self.model.device.type == "cpu"
+        if self.backend == "torch" or (self.backend == "auto" and (not on_cpu or self.path is None)):
+            return None
+        if not on_cpu:
+            raise ValueError(f"backend: {self.backend!r} runs on CPU only; this model is on {self.model.device}")
+        if self.path is None:
+            raise ValueError(f"backend: {self.backend!r} needs a model loaded from a folder (its graphs are cached by hash)")
+        try:
+            return OnnxForward(self.model_hash, "int8" if self.backend == "onnx-int8" else "fp32")
+        except ImportError:
+            if self.backend == "auto":
+                return None
+            raise
 
     # -- description -------------------------------------------------------------------------------------------
     @property
@@ -105,16 +131,8 @@ class Embedder:
         ``layer`` defaults to the last layer and ``dim`` to the full dim. Texts longer than the model's limit
         are truncated by the tokenizer and counted in ``truncated_texts``.
         """
-        texts = self.check_texts(texts)
-        layer, dim = self.check_point(layer, dim)
-        if not texts:
-            return np.zeros((0, dim), dtype=np.float32)
-        self.truncated_texts += self.count_truncated(texts)
-        with self._lock, self._early_exit(layer), torch.inference_mode():
-            full = self.model.encode(
-                list(texts), batch_size=batch_size, convert_to_tensor=True, show_progress_bar=show_progress
-            )
-        return F.normalize(full[:, :dim].float(), dim=-1).cpu().numpy()
+        point = self.check_point(layer, dim)
+        return self.encode_grid(texts, [point], batch_size=batch_size, show_progress=show_progress)[point]
 
     def encode_grid(
         self,
@@ -134,33 +152,80 @@ class Embedder:
         points = [self.check_point(layer, dim) for layer, dim in points]
         if not points:
             raise ValueError("points: expected at least one (layer, dim), got none")
-        layers = sorted({layer for layer, _ in points})
-        after_pooling = [self._pooling(), *list(self.model)[2:]]
-        pooled: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
+        layers = tuple(sorted({layer for layer, _ in points}))
+        pooled: dict[int, list[np.ndarray]] = {layer: [] for layer in layers}
         order = np.argsort([-len(t) for t in texts], kind="stable")
         self.truncated_texts += self.count_truncated(texts)
-        with self._lock, self._early_exit(layers[-1]), torch.inference_mode(), progress_bar(
-            "encoding", total=len(texts), unit="texts", enabled=show_progress
-        ) as advance:
+        with progress_bar("encoding", total=len(texts), unit="texts", enabled=show_progress) as advance:
             for start in range(0, len(texts), batch_size):
-                features = self.model.preprocess([texts[i] for i in order[start : start + batch_size]])
-                features = {k: v.to(self.model.device) for k, v in features.items() if isinstance(v, torch.Tensor)}
-                hidden = self._hidden_states(features)
-                for layer in layers:
-                    pooled_features = {
-                        "token_embeddings": hidden[layer],
-                        "all_layer_embeddings": tuple(hidden[: layer + 1]),  # read by multi-layer pooling only
-                        "attention_mask": features["attention_mask"],
-                    }
-                    for module in after_pooling:
-                        pooled_features = module(pooled_features)
-                    pooled[layer].append(pooled_features["sentence_embedding"].float())
+                features = self._features([texts[i] for i in order[start : start + batch_size]])
+                for layer, vectors in zip(layers, self._pool_batch(features, layers)):
+                    pooled[layer].append(vectors)
                 advance(len(features["attention_mask"]))
-        inverse = torch.from_numpy(np.argsort(order))
+        inverse = np.argsort(order)
         out = {}
         for layer, dim in points:
-            full = torch.cat(pooled[layer])[inverse] if texts else torch.zeros((0, self.full_dim))
-            out[(layer, dim)] = F.normalize(full[:, :dim], dim=-1).cpu().numpy()
+            full = np.concatenate(pooled[layer])[inverse] if texts else np.zeros((0, self.full_dim), np.float32)
+            out[(layer, dim)] = F.normalize(torch.from_numpy(full[:, :dim]), dim=-1).numpy()
+        return out
+
+    def _features(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        accepted = {"input_ids", "attention_mask", "token_type_ids"}
+        with self._tokenizer_lock:
+            features = self.model.preprocess(texts)
+        device = "cpu" if self._onnx is not None else self.model.device
+        return {k: v.to(device) for k, v in features.items() if k in accepted and isinstance(v, torch.Tensor)}
+
+    def _pool_batch(self, features: dict[str, torch.Tensor], layers: tuple[int, ...]) -> list[np.ndarray]:
+        """One batch's pooled (not yet cut) embeddings at ``layers``, on ONNX Runtime or torch."""
+        if self._onnx is not None:
+            try:
+                return self._onnx.run(features, layers, lambda path: self._export(layers, path))
+            except Exception as error:
+                if self.backend != "auto":
+                    raise RuntimeError(f"backend {self.backend!r}: the ONNX forward pass failed: {error}") from error
+                warnings.warn(f"ONNX forward pass failed ({error}); encoding with torch from now on", stacklevel=2)
+                self._onnx = None
+                features = {k: v.to(self.model.device) for k, v in features.items()}
+        with self._lock, self._early_exit(layers[-1]), torch.inference_mode():
+            return [v.cpu().numpy() for v in self._pool_layers(features, layers)]
+
+    def _export(self, layers: tuple[int, ...], path: Path) -> None:
+        example = self._features(["telescope", "a longer example, padded against the first one"])
+        check = self._features(["x", "another batch of three texts", "with different lengths and padding again"])
+        with self._lock:
+            plain = self._traceable()
+        with plain._lock, plain._early_exit(layers[-1]):
+            export_pooled_layers(plain.model, plain._pool_layers, example, check, layers, path)
+
+    def _traceable(self) -> Embedder:
+        """This embedder or, for a model with parametrized weights (BT^2's orthogonal maps), a torch embedder on a
+        copy whose weights are the computed plain tensors: tracing cannot run the parametrizations."""
+        if not any(parametrize.is_parametrized(m) for m in self.model.modules()):
+            return self
+        model = copy.deepcopy(self.model)
+        for module in list(model.modules()):
+            if parametrize.is_parametrized(module):
+                for name in list(module.parametrizations):
+                    parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+        return Embedder(model, self.manifest, None, backend="torch")
+
+    def _pool_layers(self, features: dict[str, torch.Tensor], layers: Sequence[int]) -> list[torch.Tensor]:
+        """The model's pooling (and any module after it) applied at each of ``layers``, from one forward pass."""
+        hidden = self._hidden_states(features)
+        after_pooling = [self._pooling(), *list(self.model)[2:]]
+        out = []
+        for layer in layers:
+            pooled = {
+                "token_embeddings": hidden[layer],
+                "all_layer_embeddings": tuple(hidden[: layer + 1]),  # read by multi-layer pooling only
+                "attention_mask": features["attention_mask"],
+            }
+            for module in after_pooling:
+                pooled = module(pooled)
+            out.append(pooled["sentence_embedding"].float())
         return out
 
     def _pooling(self) -> torch.nn.Module:
@@ -174,9 +239,7 @@ class Embedder:
 
     def _hidden_states(self, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
         auto = self.model[0].auto_model
-        accepted = {"input_ids", "attention_mask", "token_type_ids"}
-        out = auto(**{k: v for k, v in features.items() if k in accepted}, output_hidden_states=True, return_dict=True)
-        return out.hidden_states
+        return auto(**features, output_hidden_states=True, return_dict=True).hidden_states
 
     def check_texts(self, texts: Sequence[str]) -> list[str]:
         if isinstance(texts, str) or not isinstance(texts, Sequence):
@@ -202,7 +265,8 @@ class Embedder:
         long = [t for t in texts if len(t) > limit - 2]
         if not long:
             return 0
-        lengths = self.tokenizer(long, add_special_tokens=True, truncation=False)["input_ids"]
+        with self._tokenizer_lock:
+            lengths = self.tokenizer(long, add_special_tokens=True, truncation=False)["input_ids"]
         return sum(len(ids) > limit for ids in lengths)
 
     # -- early exit --------------------------------------------------------------------------------------------
@@ -226,6 +290,7 @@ class Embedder:
     @contextmanager
     def _early_exit(self, layer: int) -> Iterator[None]:
         blocks, owner, attr = self._block_owner()
+        _install_output_hooks(self.model[0].auto_model)
         if layer == len(blocks):
             yield
             return
@@ -236,15 +301,42 @@ class Embedder:
             setattr(owner, attr, blocks)
 
 
-def load_embedder(model: str | Path | None = DEFAULT_MODEL, device: str | None = None) -> Embedder:
-    """Load the packaged default model (``"default"``) or a sentence-transformers folder, offline."""
+def _install_output_hooks(auto: torch.nn.Module) -> None:
+    """transformers 5 records hidden states with hooks that it installs on first use, on the blocks it finds then:
+    install them while the block list is whole, or a first call with early exit leaves later blocks unrecorded."""
+    try:
+        from transformers.utils.output_capturing import maybe_install_capturing_hooks
+    except ImportError:  # older transformers return hidden states without hooks
+        return
+    maybe_install_capturing_hooks(auto)
+
+
+def check_backend(backend: str | None) -> str:
+    """``backend``, or ``$TELESCOPE_BACKEND`` when it is None, checked; ``auto`` when neither is set."""
+    if backend is None:
+        backend = os.environ.get("TELESCOPE_BACKEND") or "auto"
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
+    return backend
+
+
+def load_embedder(
+    model: str | Path | None = DEFAULT_MODEL, device: str | None = None, backend: str | None = None
+) -> Embedder:
+    """Load the packaged default model (``"default"``) or a sentence-transformers folder, offline.
+
+    ``backend``: ``torch``; ``onnx`` (ONNX Runtime, the same vectors, faster on CPU); ``onnx-int8`` (int8 weights:
+    faster again, within 0.3 STS-B points of fp32, see docs/results/bench-embed.md); ``auto`` = ``onnx`` on CPU,
+    falling back to torch where the model does not export, ``torch`` on GPU. None reads ``$TELESCOPE_BACKEND``
+    (default ``auto``), so that every command and the server can be switched without a flag.
+    """
     path = resolve_model_path(model)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     st = SentenceTransformer(
         str(path), device=device, local_files_only=True, trust_remote_code=uses_only_own_modules(path)
     )
     manifest = ModelManifest.load(path) or _describe(st, path, is_default=(model in (None, DEFAULT_MODEL)))
-    return Embedder(st, manifest, path)
+    return Embedder(st, manifest, path, backend=check_backend(backend))
 
 
 def uses_only_own_modules(path: Path) -> bool:

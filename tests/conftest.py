@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# Exported ONNX graphs of the models built at test time go to a throw-away folder, not ~/.cache/telescope.
+os.environ.setdefault("TELESCOPE_CACHE_DIR", tempfile.mkdtemp(prefix="telescope-test-cache-"))
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -29,6 +34,14 @@ def tiny_embedder(tiny_model_path):
     from telescope.embedder import load_embedder
 
     return load_embedder(tiny_model_path)
+
+
+@pytest.fixture(scope="session")
+def tiny_torch_embedder(tiny_model_path):
+    """The tiny model on the torch backend, for tests that look inside the torch forward pass."""
+    from telescope.embedder import load_embedder
+
+    return load_embedder(tiny_model_path, backend="torch")
 
 
 @pytest.fixture(scope="session")

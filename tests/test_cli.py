@@ -78,10 +78,18 @@ def test_add_refuses_a_file_without_the_text_column(tmp_path, tiny_model_path, c
 
 
 def test_bench_embed_writes_its_report(tmp_path, tiny_model_path, capsys):
+    sts = tmp_path / "sts.tsv"
+    sts.write_text("sentence1\tsentence2\tscore\n" + "".join(
+        f"a dog number {i}\ta cat number {i * 7 % 5}\t{i % 5}\n" for i in range(12)))
     code, out, err = run(["bench", "embed", "--model", str(tiny_model_path), "--texts", "40", "--repeats", "1",
-                          "--out", str(tmp_path), "--name", "be"], capsys)
+                          "--sts-dev", str(sts), "--out", str(tmp_path), "--name", "be"], capsys)
     assert code == 0, err
     report = json.loads((tmp_path / "be.json").read_text())
-    assert report["results"]["texts"] == 40 and len(report["results"]["early_exit"]) == 4
+    results = report["results"]
+    assert results["texts"] == 40 and len(results["early_exit"]) == 4
+    encoders = [row["encoder"] for row in results["throughput"]]
+    assert encoders == ["sentence-transformers", "onnx", "onnx-int8", "torch"]
+    assert set(results["sts_dev"]) == {"onnx", "onnx-int8", "torch"}
+    assert results["sts_dev"]["onnx"]["3,64"] == pytest.approx(results["sts_dev"]["torch"]["3,64"], abs=0.01)
     assert report["command"].startswith("telescope bench embed")
     assert (tmp_path / "be.md").exists()

@@ -44,7 +44,8 @@ def test_early_exit_equals_hidden_state_of_that_layer(tiny_embedder):
         np.testing.assert_allclose(tiny_embedder.encode(TEXTS, layer=layer), expected, atol=1e-5)
 
 
-def test_early_exit_runs_only_the_first_blocks(tiny_embedder):
+def test_early_exit_runs_only_the_first_blocks(tiny_torch_embedder):
+    tiny_embedder = tiny_torch_embedder
     calls = []
     blocks = tiny_embedder.model[0].auto_model.encoder.layer
     hooks = [b.register_forward_hook(lambda m, i, o, n=n: calls.append(n)) for n, b in enumerate(blocks)]
@@ -55,6 +56,16 @@ def test_early_exit_runs_only_the_first_blocks(tiny_embedder):
             h.remove()
     assert sorted(set(calls)) == [0, 1]
     assert len(tiny_embedder.model[0].auto_model.encoder.layer) == tiny_embedder.num_layers  # restored
+
+
+def test_shallow_first_call_does_not_hide_deeper_layers(tiny_model_path, tiny_torch_embedder):
+    """A fresh model whose first encode exits early still gives every deeper layer afterwards."""
+    fresh = load_embedder(tiny_model_path, backend="torch")
+    fresh.encode(TEXTS, layer=1)
+    for layer in range(2, fresh.num_layers + 1):
+        np.testing.assert_allclose(
+            fresh.encode(TEXTS, layer=layer), tiny_torch_embedder.encode(TEXTS, layer=layer), atol=1e-6
+        )
 
 
 def test_encode_grid_matches_encode(tiny_embedder):

@@ -118,7 +118,7 @@ def test_cli_qrels_naming_unknown_document(tiny_model_path, tmp_path, capsys):
         f.write("q0\tnot-a-doc\t1\n")
     code, _, err = run_cli(["eval", "beir", "--model", str(tiny_model_path), "--data", str(data), "--out", str(tmp_path)], capsys)
     assert code == 2
-    assert f"{data}/qrels/test.tsv:18: corpus-id 'not-a-doc' is not in corpus.jsonl" in "".join(err.split("\n"))
+    assert f"{data}/qrels/test.tsv:18: corpus-id 'not-a-doc' is not in corpus.jsonl" in err
 
 
 def test_reference_check_with_our_vectors_equals_its_own_full_encoding(tiny_embedder, tmp_path):
