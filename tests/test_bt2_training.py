@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -12,7 +11,6 @@ import torch
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
-from telescope.cli.main import main
 from telescope.embedder import load_embedder
 from telescope.embedder.basis_transform import BasisTransform, attach_basis_transform
 from telescope.embedder.losses.bct import BCTLoss

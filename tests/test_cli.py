@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
 
-from telescope.cli.main import main
 from cli_helpers import run_cli
 
 

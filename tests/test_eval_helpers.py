@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import random
-import sys
 from pathlib import Path
-from cli_helpers import run_cli
 
 WORDS = "alpha beta gamma delta protein cell gene virus cancer brain heart blood tissue drug dose trial mouse human".split()
 

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import gzip
 import json
-import sys
 
 import pytest
 import torch
 
-from telescope.cli.main import main
 from telescope.embedder.training import parse_pairs, read_examples, read_texts
 from tests.conftest import shared_path
 from cli_helpers import run_cli

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
 
-from telescope.cli.main import main
 from telescope.cli.train_unified import parse_field
 from telescope.embedder.unified import FeatureSpec
 from cli_helpers import run_cli
