@@ -91,7 +91,7 @@ def demo(
 
     held_out = texts[INDEXED:]
     console.print(f"\n[bold]Plan against exact search[/] on {len(held_out)} held-out glosses as queries, k={k}:")
-    queries = embedder.encode(held_out, batch_size=128)
+    queries = embedder.encode(held_out)
     table = Table()
     for column in ("search", f"recall@{k}", "q/s, 1 at a time", f"q/s, batch {len(queries)}"):
         table.add_column(column, justify="right")

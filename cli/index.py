@@ -43,7 +43,7 @@ def add(
     source: Annotated[Path, typer.Argument(help="A .jsonl, .csv, .tsv (with header), .parquet or .txt file.")],
     id_column: Annotated[str, typer.Option(help="Column holding the id.")] = "id",
     text_column: Annotated[str, typer.Option(help="Column holding the text to embed.")] = "text",
-    batch_size: Annotated[int, typer.Option(help="Texts per batch.")] = 256,
+    batch_size: Annotated[int, typer.Option(help="Texts per forward pass (per request with --remote).")] = 64,
     remote: Annotated[Optional[str], typer.Option(help="HOST:PORT of a telescope server; PATH is then a collection name there.")] = None,
     token: Annotated[Optional[str], typer.Option(help="Bearer token for --remote.", envvar="TELESCOPE_TOKEN")] = None,
     tls_ca: Annotated[Optional[Path], typer.Option(help="CA certificate of a --remote server that serves TLS.", envvar="TELESCOPE_TLS_CA")] = None,

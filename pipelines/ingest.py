@@ -125,7 +125,7 @@ def ingest(
     payloads: Sequence[dict] | None = None,
     *,
     layer: int | None = None,
-    batch_size: int = 256,
+    batch_size: int = 64,
     window: int = 8192,
     show_progress: bool = True,
     description: str = "embedding",
