@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.telescope-installed
 EXTRAS := dev,train,distributed
 
-.PHONY: venv demo test proto clean
+.PHONY: venv demo test proto clean gpu-check
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,3 +28,13 @@ clean:
 # Regenerate the gRPC stubs from proto/telescope/v1/*.proto (tests/test_proto_drift.py fails when they are stale).
 proto: $(STAMP)
 	$(BIN)/python -m telescope.proto.build
+
+# On a machine with an NVIDIA GPU (these machines and CI have none): faiss-gpu (CUDA 12 wheels) replaces faiss-cpu
+# in the venv, then the GPU stage-one test and the index benchmark with stage one on the GPU. The report records
+# the device of each stage one; BENCH_INDEX_ARGS passes options through, e.g. BENCH_INDEX_ARGS='--model DIR'.
+gpu-check: $(STAMP)
+	$(BIN)/pip uninstall --quiet -y faiss-cpu
+	$(BIN)/pip install --quiet 'faiss-gpu==1.15.1'
+	$(BIN)/python -c "import faiss; assert faiss.get_num_gpus() > 0, 'FAISS sees no GPU'"
+	$(BIN)/python -m pytest -q tests/test_stage_one_device.py
+	TELESCOPE_FAISS_DEVICE=gpu $(BIN)/telescope bench index --name bench-index-gpu $(BENCH_INDEX_ARGS)

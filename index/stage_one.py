@@ -4,12 +4,26 @@ The index kind is a FAISS index-factory string (``"Flat"`` exact, ``"HNSW32"``, 
 inner-product metric; FAISS row ids are the collection's row numbers. Deleted rows are skipped with an
 ``IDSelectorBitmap`` in the search parameters, so graph and inverted-list indexes need no removal support.
 Index-level knobs (``efSearch=128``, ``nprobe=16``) go through FAISS's ``ParameterSpace``.
+
+GPU: where FAISS reports GPUs (the ``gpu`` extra installs faiss-gpu) and ``$TELESCOPE_FAISS_DEVICE`` is ``auto``
+(default) or ``gpu``, a Flat or IVF stage one is copied to GPU 0 and searched there; HNSW has no GPU version and
+stays on CPU, and so does any search whose shortlist (plus the deleted rows, below) exceeds FAISS-GPU's k limit of
+2048. GPU indexes ignore ``IDSelector`` (faiss issues 3114, 3924), so a GPU search asks for ``k + deleted`` rows
+and drops the deleted ones: no live row can be pushed out of the top ``k`` by more than ``deleted`` dead ones.
+``TELESCOPE_FAISS_DEVICE=cpu`` keeps everything on CPU.
 """
 
 from __future__ import annotations
 
+import functools
+import os
+import threading
+
 import faiss
 import numpy as np
+
+GPU_MAX_K = 2048  # FAISS-GPU's largest k per search (GPU_MAX_SELECTION_K)
+DEVICES = ("auto", "cpu", "gpu")
 
 # FAISS switches from its SIMD kernel to BLAS for batches of at least this many queries. Measured
 # (ENVIRONMENT.md): with the default of 20 a 64-dim prefix scan was no faster than the 384-dim one; BLAS at
@@ -24,6 +38,45 @@ def prefix_normalize(vectors: np.ndarray, dim: int) -> np.ndarray:
     return prefix / np.maximum(norms, 1e-12)
 
 
+@functools.cache
+def faiss_gpus() -> int:
+    """GPUs FAISS can use: 0 with faiss-cpu."""
+    get = getattr(faiss, "get_num_gpus", None)
+    return int(get()) if get is not None else 0
+
+
+def stage_one_device() -> str:
+    """``cpu`` or ``gpu``: where stage one searches, from ``$TELESCOPE_FAISS_DEVICE`` and the GPUs FAISS sees."""
+    wanted = os.environ.get("TELESCOPE_FAISS_DEVICE") or "auto"
+    if wanted not in DEVICES:
+        raise ValueError(f"TELESCOPE_FAISS_DEVICE: expected one of {', '.join(DEVICES)}, got {wanted!r}")
+    gpus = faiss_gpus()
+    if wanted == "gpu" and gpus == 0:
+        raise ValueError("TELESCOPE_FAISS_DEVICE: expected a FAISS build with GPUs for 'gpu', got none (faiss-cpu?)")
+    return "gpu" if wanted != "cpu" and gpus > 0 else "cpu"
+
+
+def search_dropping_dead(
+    index: faiss.Index, prefix: np.ndarray, k: int, alive: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` live rows from an index that cannot filter (a GPU index): ask for ``k + dead`` and drop the dead."""
+    if alive is None:
+        return index.search(prefix, k)
+    ntotal = int(index.ntotal)
+    dead = ntotal - int(np.count_nonzero(alive[:ntotal]))
+    scores, rows = index.search(prefix, min(k + dead, ntotal) if ntotal else k)
+    live = rows >= 0
+    live[live] = alive[rows[live]]
+    order = np.argsort(~live, axis=1, kind="stable")[:, :k]  # live rows first, each in score order
+    scores, rows, live = (np.take_along_axis(a, order, axis=1) for a in (scores, rows, live))
+    scores, rows = np.where(live, scores, -np.inf).astype(np.float32), np.where(live, rows, -1)
+    if rows.shape[1] < k:  # fewer rows than k in the whole index: pad as FAISS does
+        pad = k - rows.shape[1]
+        scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+        rows = np.pad(rows, ((0, 0), (0, pad)), constant_values=-1)
+    return scores, rows
+
+
 def serialized_bytes(index: faiss.Index) -> int:
     """Bytes of a FAISS index written out: the memory it holds for its vectors or codes, links and lists."""
     return int(faiss.serialize_index(index).nbytes)
@@ -36,6 +89,8 @@ class StageOne:
         self.dim = dim
         self.factory = factory
         self.params = params
+        self._gpu_index: faiss.Index | None = None  # a GPU copy of ``index``, made on first GPU search
+        self._gpu_lock = threading.Lock()
         try:
             self.index = index if index is not None else faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as e:
@@ -69,6 +124,7 @@ class StageOne:
                 )
             self.index.train(prefix)
         self.index.add(prefix)
+        self._gpu_index = None  # stale: copied again on the next GPU search
 
     def search(self, queries: np.ndarray, k: int, alive: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` rows by prefix inner product; ``alive`` (bool per row) excludes deleted rows.
@@ -78,6 +134,9 @@ class StageOne:
         mostly empty (measured: 200 asked at efSearch 16 over 10k real vectors, 0.64 of the exact prefix top-200).
         """
         prefix = prefix_normalize(queries, self.dim)
+        gpu = self._on_gpu(k, alive)
+        if gpu is not None:
+            return search_dropping_dead(gpu, prefix, k, alive)
         selector = keep = None
         if alive is not None:
             bits = np.packbits(alive[: self.ntotal], bitorder="little")
@@ -88,6 +147,25 @@ class StageOne:
             params._keep = keep  # FAISS holds raw pointers: keep both alive for the call
         scores, rows = self.index.search(prefix, k, params=params)
         return scores, rows
+
+    @property
+    def device(self) -> str:
+        """Where a search with a short shortlist runs: ``gpu`` for a Flat or IVF index when FAISS has GPUs."""
+        return "gpu" if self._gpu_capable() and stage_one_device() == "gpu" else "cpu"
+
+    def _gpu_capable(self) -> bool:
+        return isinstance(self.index, (faiss.IndexFlat, faiss.IndexIVF))
+
+    def _on_gpu(self, k: int, alive: np.ndarray | None) -> faiss.Index | None:
+        if self.device != "gpu" or self.ntotal == 0:
+            return None
+        dead = 0 if alive is None else self.ntotal - int(np.count_nonzero(alive[: self.ntotal]))
+        if k + dead > GPU_MAX_K:
+            return None
+        with self._gpu_lock:
+            if self._gpu_index is None:
+                self._gpu_index = faiss.index_cpu_to_gpu(_gpu_resources(), 0, self.index)
+            return self._gpu_index
 
     def _params(self, selector: faiss.IDSelector | None, k: int) -> faiss.SearchParameters | None:
         index = self.index
@@ -115,6 +193,16 @@ class StageOne:
     @classmethod
     def read(cls, path: str, dim: int, factory: str, params: str = "") -> "StageOne":
         return cls(dim, factory, params, index=faiss.read_index(path))
+
+
+_GPU_RESOURCES: list = []
+
+
+def _gpu_resources():
+    """One ``StandardGpuResources`` (scratch memory, streams) for the process, as FAISS recommends."""
+    if not _GPU_RESOURCES:
+        _GPU_RESOURCES.append(faiss.StandardGpuResources())
+    return _GPU_RESOURCES[0]
 
 
 def _training_size(index: faiss.Index) -> int:
