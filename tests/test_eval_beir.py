@@ -12,7 +12,8 @@ from telescope.eval.cache import EmbeddingCache
 from telescope.eval.datasets import read_beir
 from telescope.eval.grid import parse_grid
 from telescope.index import Plan
-from test_eval_helpers import build_compatible_model, make_beir, run_cli
+from cli_helpers import run_cli
+from test_eval_helpers import build_compatible_model, make_beir
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,8 @@ from telescope.eval.datasets import read_sts
 from telescope.eval.grid import parse_grid
 from telescope.eval.metrics import spearman_x100
 from telescope.eval.sts import evaluate_sts
-from test_eval_helpers import build_compatible_model, make_sts, run_cli
+from cli_helpers import run_cli
+from test_eval_helpers import build_compatible_model, make_sts
 
 
 @pytest.fixture
