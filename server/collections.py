@@ -25,7 +25,8 @@ def rollout_message(collection: Collection, backfill_running: bool, backfill_err
         backfilled=status.backfilled,
         total=status.total,
         fraction=status.fraction,
-        backfill_running=backfill_running,
+        # a complete rollout has nothing left to backfill, even while its thread is still returning
+        backfill_running=backfill_running and status.state != "complete",
         started=status.started,
         updated=status.updated,
         backfill_error=backfill_error,
