@@ -6,7 +6,7 @@ tensors; outputs are one pooled sentence embedding per asked layer (before teles
 re-normalisation, which stay in numpy). Graphs are exported from the loaded torch model with ``torch.onnx.export``
 and cached on disk, keyed by the model hash::
 
-    <cache>/onnx/<model_hash>/<variant>-L<layers>.onnx        e.g. fp32-L6.onnx, int8-L1-3-6.onnx
+    <cache>/onnx/<model_hash>-g<GRAPH_VERSION>/<variant>-L<layers>.onnx        e.g. fp32-L6.onnx, int8-L1-3-6.onnx
 
 ``int8`` is ONNX Runtime's dynamic quantization (weights int8 per output channel, activations quantized per batch
 at run time; Jacob et al., 2018, "Quantization and Training of Neural Networks for Efficient Integer-Arithmetic-Only
@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 VARIANTS = ("fp32", "int8")
+GRAPH_VERSION = 2  # bump when the export changes: 2 traces eager attention
 
 
 def onnx_cache_root() -> Path:
@@ -60,7 +61,7 @@ class OnnxForward:
         import onnxruntime  # noqa: F401  (fail here, at load, when the runtime is missing)
 
         self.variant = variant
-        self.folder = (cache_dir or onnx_cache_root()) / model_hash
+        self.folder = (cache_dir or onnx_cache_root()) / f"{model_hash}-g{GRAPH_VERSION}"
         self._sessions: dict[tuple[int, ...], object] = {}
         self._lock = threading.Lock()
 

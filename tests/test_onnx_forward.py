@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from telescope.embedder import load_embedder
+from telescope.embedder.onnx_forward import GRAPH_VERSION
 
 TEXTS = [
     "a small dog runs in the park",
@@ -53,7 +54,7 @@ def test_onnx_equals_torch_at_every_point(tiny_model_path, tiny_torch_embedder, 
 def test_graphs_are_cached_by_model_hash_and_reused(tiny_model_path, cache):
     first = load_embedder(tiny_model_path, backend="onnx")
     first.encode(TEXTS, layer=2)
-    graph = cache / "onnx" / first.model_hash / "fp32-L2.onnx"
+    graph = cache / "onnx" / f"{first.model_hash}-g{GRAPH_VERSION}" / "fp32-L2.onnx"
     assert graph.is_file()
     stamp = graph.stat().st_mtime_ns
     again = load_embedder(tiny_model_path, backend="onnx")
@@ -69,7 +70,7 @@ def test_int8_is_close_to_fp32(tiny_model_path, tiny_torch_embedder, cache):
     assert quantized.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(quantized, axis=1), 1.0, atol=1e-5)
     assert np.min(np.sum(quantized * exact, axis=1)) > 0.95
-    assert (cache / "onnx" / int8.model_hash / "int8-L4.onnx").is_file()
+    assert (cache / "onnx" / f"{int8.model_hash}-g{GRAPH_VERSION}" / "int8-L4.onnx").is_file()
 
 
 def test_concurrent_encodes_agree(tiny_model_path, cache):
@@ -102,3 +103,11 @@ def test_backend_from_environment_and_bad_names(tiny_model_path, monkeypatch):
         load_embedder(tiny_model_path)
     monkeypatch.delenv("TELESCOPE_BACKEND")
     assert load_embedder(tiny_model_path).backend == "auto"
+
+
+def test_export_leaves_the_torch_attention_as_it_was(tiny_model_path, cache):
+    onnx = load_embedder(tiny_model_path, backend="onnx")
+    auto = onnx.model[0].auto_model
+    before = auto.config._attn_implementation
+    onnx.encode(TEXTS, layer=3)
+    assert auto.config._attn_implementation == before

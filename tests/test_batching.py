@@ -1,0 +1,33 @@
+"""Token-budget batches: long texts in small batches, short ones in batches of ``batch_size``, none lost."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from telescope.embedder.batching import token_budget_batches
+
+
+def sizes(lengths, batch_size, max_tokens):
+    batches = list(token_budget_batches(np.array(lengths), batch_size, max_tokens))
+    covered = [i for b in batches for i in range(b.start, b.stop)]
+    assert covered == list(range(len(lengths)))  # every text once, in order
+    return [b.stop - b.start for b in batches]
+
+
+def test_long_texts_get_small_batches_and_short_ones_full_batches():
+    assert sizes([256] * 10 + [16] * 100, batch_size=64, max_tokens=1024) == [4, 4, 4, 64, 34]
+
+
+def test_a_text_over_the_budget_goes_alone():
+    assert sizes([5000, 5000, 3], batch_size=8, max_tokens=1024) == [1, 1, 1]
+
+
+def test_padding_follows_the_first_text_of_each_batch():
+    # 300 tokens x 3 = 900 <= 1024; the fourth would make 1200
+    assert sizes([300, 10, 10, 10, 10], batch_size=64, max_tokens=1024) == [3, 2]
+
+
+@pytest.mark.parametrize("lengths", [[], [0, 0]])
+def test_empty_input_and_empty_texts(lengths):
+    assert sum(sizes(lengths, batch_size=4, max_tokens=16)) == len(lengths)
