@@ -37,6 +37,8 @@ def bench_serve(
     cache: Annotated[Path, typer.Option(help="Where the collection is built and kept.")] = Path(".cache/bench-serve"),
     out: Annotated[Path, typer.Option(help="JSON report (a .md table is written beside it).")] = Path("docs/results/bench_serve.json"),
     max_workers: Annotated[int, typer.Option(help="Server threads.")] = 32,
+    switch_interval_ms: Annotated[float, typer.Option(help="The server's --switch-interval-ms.")] = 5.0,
+    client_processes: Annotated[int, typer.Option(help="Processes the client threads are spread over.")] = 1,
 ) -> None:
     """Start `telescope serve` on the benchmark collection and measure C closed-loop clients per query kind."""
     import faiss
@@ -77,12 +79,13 @@ def bench_serve(
 
     load_before = os.getloadavg()
     results = []
-    with ServerProcess(data_dir, args=["--max-workers", str(max_workers)]) as server:
+    server_args = ["--max-workers", str(max_workers), "--switch-interval-ms", str(switch_interval_ms)]
+    with ServerProcess(data_dir, args=server_args) as server:
         proc = psutil.Process(server.process.pid)
         for kind in kinds:
             for c in levels:
                 cpu = sum(proc.cpu_times()[:2])
-                r = run_clients(server.target, calls[kind], c, seconds, warmup, kind)
+                r = run_clients(server.target, calls[kind], c, seconds, warmup, kind, processes=client_processes)
                 r.server_cpu_ms_per_call = 1000 * (sum(proc.cpu_times()[:2]) - cpu) / max(r.calls_total, 1)
                 results.append(r.to_dict())
                 console.print(
@@ -110,8 +113,10 @@ def bench_serve(
         "model": {"tag": embedder.manifest.tag, "hash": embedder.model_hash},
         "queries": {"vector": "stored vectors + 0.05 noise, 10k distinct", "text": "500 held-out WordNet glosses of the demo",
                     "k": k},
-        "server": {"max_workers": max_workers, "gzip": True, "process": "telescope serve (child process)"},
-        "clients": {"how": "closed loop, one telescope.server.client.Client (own channel) per thread of the bench process"},
+        "server": {"max_workers": max_workers, "switch_interval_ms": switch_interval_ms, "gzip": True,
+                   "process": "telescope serve (child process)"},
+        "clients": {"how": "closed loop, one telescope.server.client.Client (own channel) per thread, threads spread "
+                           f"over up to {client_processes} process(es)"},
         "results": results,
         "target": {"vector_p99_ms_at_16_clients": 25.0,
                    "met": bool(at16) and all(r["p99_ms"] < 25.0 and r["errors"] == 0 for r in at16)},

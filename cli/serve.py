@@ -34,9 +34,10 @@ def serve(
     grace: Annotated[float, typer.Option(help="Seconds calls in flight may take to finish at shutdown.")] = 30.0,
     gzip: Annotated[bool, typer.Option(help="Compress responses with gzip for clients that accept it.")] = True,
     compute_threads: Annotated[int, typer.Option(help="torch and FAISS threads per call (calls run in parallel).")] = 1,
+    switch_interval_ms: Annotated[float, typer.Option(help="How long a Python thread may hold the GIL while others wait (sys.setswitchinterval).")] = 5.0,
 ) -> None:
     """Serve the collections under --data over gRPC (telescope.v1 + health + reflection)."""
-    from telescope.server.app import ServerConfig, TelescopeServer, set_compute_threads
+    from telescope.server.app import ServerConfig, TelescopeServer, set_compute_threads, set_switch_interval
     from telescope.server.auth import read_token
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -45,6 +46,7 @@ def serve(
         tls_cert=tls_cert, tls_key=tls_key, model=model, max_workers=max_workers, gzip=gzip,
     )
     set_compute_threads(compute_threads)
+    set_switch_interval(switch_interval_ms)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: stop.set())

@@ -91,6 +91,15 @@ def set_compute_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def set_switch_interval(ms: float) -> None:
+    """``sys.setswitchinterval``: a thread that wants the GIL waits at most this long for the one holding it."""
+    import sys
+
+    if not 0 < ms <= 1000:
+        raise ValueError(f"--switch-interval-ms: expected a number in (0, 1000], got {ms}")
+    sys.setswitchinterval(ms / 1000)
+
+
 class TelescopeServer:
     def __init__(self, config: ServerConfig):
         self.config = config

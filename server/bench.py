@@ -4,7 +4,8 @@
 1/sqrt(j+1), points around cluster centres: the shape of Matryoshka vectors, so coarse-to-fine plans behave as
 on real embeddings) with a stored model for text queries. ``run_clients`` runs C threads, each with its own
 channel, each sending its next request as soon as the last one returned, for T seconds after a warm-up, and
-counts every failed call. No benchmark tool for gRPC ships in Python (ghz is a Go binary), hence this module.
+counts every failed call. The threads can be spread over several processes: sixteen callers in one Python
+process wait on each other's GIL, which the server's latency should not include. No benchmark tool for gRPC ships in Python (ghz is a Go binary), hence this module.
 """
 
 from __future__ import annotations
@@ -100,7 +101,8 @@ class LoadResult:
     error_codes: dict
     calls_total: int = 0  # successful calls including the warm-up
     server_cpu_ms_per_call: float | None = None  # server process CPU time (user + system) per call, when measured
-    client_cpu_ms_per_call: float | None = None  # the calling process's CPU time per call (its client threads)
+    client_cpu_ms_per_call: float | None = None  # the client processes' CPU time per call
+    client_processes: int = 1  # processes the client threads were spread over
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -114,9 +116,45 @@ def run_clients(
     warmup: float = 1.0,
     query: str = "",
     client_options: dict | None = None,
+    processes: int = 1,
 ) -> LoadResult:
-    """``clients`` closed-loop threads calling ``call(client, i)`` (i counts that thread's calls) for ``seconds``;
-    ``client_cpu_ms_per_call`` is this process's CPU time over the run per call (the caller should be idle)."""
+    """``clients`` closed-loop threads calling ``call(client, i)`` (i counts that thread's calls) for ``seconds``,
+    spread over ``processes`` processes (``call`` must pickle when > 1); ``client_cpu_ms_per_call`` is the client
+    processes' CPU time over the run per call (this process should be otherwise idle)."""
+    if not 1 <= processes:
+        raise ValueError(f"processes: expected at least 1, got {processes}")
+    processes = min(processes, clients)
+    shares = [clients // processes + (p < clients % processes) for p in range(processes)]
+    if processes == 1:
+        samples = [_closed_loop(target, call, clients, seconds, warmup, client_options)]
+    else:
+        samples = _in_processes(target, call, shares, seconds, warmup, client_options)
+    lat = np.concatenate([np.asarray(s.latencies) for s in samples]) * 1000
+    errors: Counter[str] = sum((s.errors for s in samples), Counter())
+    calls = sum(s.calls for s in samples)
+    p50, p90, p99 = (float(np.percentile(lat, q)) for q in (50, 90, 99)) if len(lat) else (float("nan"),) * 3
+    return LoadResult(
+        query=query, clients=clients, seconds=seconds, requests=len(lat), qps=len(lat) / seconds,
+        p50_ms=p50, p90_ms=p90, p99_ms=p99, mean_ms=float(lat.mean()) if len(lat) else float("nan"),
+        max_ms=float(lat.max()) if len(lat) else float("nan"), errors=sum(errors.values()), error_codes=dict(errors),
+        calls_total=calls, client_cpu_ms_per_call=1000 * sum(s.cpu_s for s in samples) / max(calls, 1),
+        client_processes=processes,
+    )
+
+
+@dataclass
+class _Samples:
+    latencies: list[float]  # seconds, of the successful calls after the warm-up
+    calls: int  # successful calls, warm-up included
+    errors: Counter
+    cpu_s: float  # the process's CPU time over the run
+
+
+def _closed_loop(
+    target: str, call: Callable[[Client, int], object], clients: int, seconds: float, warmup: float,
+    client_options: dict | None, ready=None, offset: int = 0,
+) -> _Samples:
+    """One process's share: ``clients`` threads; ``ready`` (a barrier) lines the processes up before the clock."""
     latencies: list[list[float]] = [[] for _ in range(clients)]
     calls = [0] * clients
     errors: Counter[str] = Counter()
@@ -127,7 +165,7 @@ def run_clients(
     def worker(w: int) -> None:
         with Client(target, **(client_options or {})) as client:
             start_barrier.wait()
-            i = w * 1_000_003
+            i = (offset + w) * 1_000_003
             while True:
                 now = time.perf_counter()
                 if now >= times["end"]:
@@ -149,18 +187,38 @@ def run_clients(
     threads = [threading.Thread(target=worker, args=(w,), daemon=True) for w in range(clients)]
     for t in threads:
         t.start()
+    if ready is not None:
+        ready.wait()
     cpu = time.process_time()
     begin = time.perf_counter()
     times["measure"], times["end"] = begin + warmup, begin + warmup + seconds
     start_barrier.wait()
     for t in threads:
         t.join(warmup + seconds + 120)
-    client_cpu = time.process_time() - cpu
-    lat = np.array([x for per in latencies for x in per]) * 1000
-    p50, p90, p99 = (float(np.percentile(lat, q)) for q in (50, 90, 99)) if len(lat) else (float("nan"),) * 3
-    return LoadResult(
-        query=query, clients=clients, seconds=seconds, requests=len(lat), qps=len(lat) / seconds,
-        p50_ms=p50, p90_ms=p90, p99_ms=p99, mean_ms=float(lat.mean()) if len(lat) else float("nan"),
-        max_ms=float(lat.max()) if len(lat) else float("nan"), errors=sum(errors.values()), error_codes=dict(errors),
-        calls_total=sum(calls), client_cpu_ms_per_call=1000 * client_cpu / max(sum(calls), 1),
-    )
+    return _Samples([x for per in latencies for x in per], sum(calls), errors, time.process_time() - cpu)
+
+
+def _share(queue, *args) -> None:
+    queue.put(_closed_loop(*args))
+
+
+def _in_processes(
+    target: str, call: Callable[[Client, int], object], shares: list[int], seconds: float, warmup: float,
+    client_options: dict | None,
+) -> list[_Samples]:
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # no fork of a process that holds gRPC channels and threads
+    ready, queue = context.Barrier(len(shares)), context.Queue()
+    offsets = np.cumsum([0, *shares[:-1]])
+    workers = [
+        context.Process(target=_share, args=(queue, target, call, n, seconds, warmup, client_options, ready, int(o)),
+                        daemon=True)
+        for n, o in zip(shares, offsets)
+    ]
+    for w in workers:
+        w.start()
+    samples = [queue.get(timeout=warmup + seconds + 300) for _ in workers]
+    for w in workers:
+        w.join(30)
+    return samples

@@ -31,3 +31,13 @@ def test_padding_follows_the_first_text_of_each_batch():
 @pytest.mark.parametrize("lengths", [[], [0, 0]])
 def test_empty_input_and_empty_texts(lengths):
     assert sum(sizes(lengths, batch_size=4, max_tokens=16)) == len(lengths)
+
+
+def test_windows_sort_by_the_given_lengths_else_by_characters():
+    import pyarrow as pa
+
+    from telescope.pipelines.ingest import by_length
+
+    window = pa.table({"text": ["aaaa", "b", "cc"]})
+    assert by_length(window).column("text").to_pylist() == ["aaaa", "cc", "b"]
+    assert by_length(window, np.array([1, 7, 3])).column("text").to_pylist() == ["b", "cc", "aaaa"]

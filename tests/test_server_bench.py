@@ -1,0 +1,34 @@
+"""The serving benchmark's load generator against a real server: every call counted, none lost across processes."""
+
+from __future__ import annotations
+
+import pytest
+
+from server_helpers import fill, running_server
+from telescope.server.app import set_switch_interval
+from telescope.server.bench import Searches, run_clients
+from telescope.server.client import Client
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_closed_loop_clients_in_threads_and_processes(tmp_path, tiny_model_path, processes):
+    with running_server(tmp_path / "data", tiny_model_path) as server, Client(server.target) as client:
+        vectors = fill(client, "c", n=100)
+        result = run_clients(server.target, Searches("c", vectors[:10], 5), clients=3, seconds=0.5, warmup=0.2,
+                             query="vector", processes=processes)
+    assert result.errors == 0 and result.client_processes == min(processes, 3)
+    assert result.requests > 0 and result.calls_total >= result.requests
+    assert 0 < result.p50_ms <= result.p99_ms <= result.max_ms
+
+
+def test_errors_are_counted_not_raised(tmp_path, tiny_model_path):
+    with running_server(tmp_path / "data", tiny_model_path) as server, Client(server.target) as client:
+        vectors = fill(client, "c", n=50)
+        result = run_clients(server.target, Searches("missing", vectors[:2], 5), clients=2, seconds=0.3, warmup=0.0)
+    assert result.requests == 0 and result.errors > 0 and set(result.error_codes) == {"NOT_FOUND"}
+
+
+@pytest.mark.parametrize("ms", [0, -1, 1001])
+def test_switch_interval_out_of_range_is_refused(ms):
+    with pytest.raises(ValueError, match="--switch-interval-ms"):
+        set_switch_interval(ms)
