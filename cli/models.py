@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from telescope.embedder import DEFAULT_MODEL, Embedder, load_embedder
+from telescope.embedder import Embedder, load_embedder
+from telescope.embedder.model import model_location
 from telescope.index import Collection
 
 
 def collection_model_properties(model: str) -> tuple[dict, int]:
     """The properties a new collection records for ``model``, and the model's full dim."""
     embedder = load_embedder(model)
-    location = DEFAULT_MODEL if model == DEFAULT_MODEL else str(Path(model).resolve())
+    location = model_location(model)
     return {"model": location, "model_version": embedder.manifest.tag}, embedder.full_dim
 
 

