@@ -131,6 +131,7 @@ class Embedder:
         dim: int | None = None,
         batch_size: int = 64,
         show_progress: bool = False,
+        lengths: np.ndarray | None = None,
     ) -> np.ndarray:
         """Unit vectors ``e(layer, dim)`` of ``texts``, float32, shape (len(texts), dim).
 
@@ -138,7 +139,7 @@ class Embedder:
         are truncated by the tokenizer and counted in ``truncated_texts``.
         """
         point = self.check_point(layer, dim)
-        return self.encode_grid(texts, [point], batch_size=batch_size, show_progress=show_progress)[point]
+        return self.encode_grid(texts, [point], batch_size=batch_size, show_progress=show_progress, lengths=lengths)[point]
 
     def encode_grid(
         self,
@@ -146,6 +147,7 @@ class Embedder:
         points: Sequence[tuple[int, int]],
         batch_size: int = 64,
         show_progress: bool = False,
+        lengths: np.ndarray | None = None,
     ) -> dict[tuple[int, int], np.ndarray]:
         """Unit vectors at several grid points from one forward pass per batch.
 
@@ -153,7 +155,8 @@ class Embedder:
         the model's own Pooling module and any module after it (a BT^2 basis transform), and cuts each to its
         dims: ``{(layer, dim): (len(texts), dim)}``.
         Texts are batched in order of token length to cut padding, at most ``batch_size`` texts and
-        ``MAX_BATCH_TOKENS`` padded tokens per batch (see ``telescope.embedder.batching``).
+        ``MAX_BATCH_TOKENS`` padded tokens per batch (see ``telescope.embedder.batching``). ``lengths``: the
+        texts' ``token_lengths`` when the caller has them already (they are not computed again).
         """
         texts = self.check_texts(texts)
         points = [self.check_point(layer, dim) for layer, dim in points]
@@ -163,7 +166,11 @@ class Embedder:
             raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
         layers = tuple(sorted({layer for layer, _ in points}))
         pooled: dict[int, list[np.ndarray]] = {layer: [] for layer in layers}
-        lengths = self.token_lengths(texts)
+        if lengths is None:
+            lengths = self.token_lengths(texts)
+        elif len(lengths) != len(texts):
+            raise ValueError(f"lengths: expected one token count per text ({len(texts)}), got {len(lengths)}")
+        lengths = np.asarray(lengths, dtype=np.int64)
         self.truncated_texts += int((lengths > self.max_seq_length).sum())
         order = np.argsort(-lengths, kind="stable")
         with progress_bar("encoding", total=len(texts), unit="texts", enabled=show_progress) as advance:

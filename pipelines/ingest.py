@@ -63,11 +63,13 @@ class LocalEncoder:
         for window in windows:
             # by tokens, not characters: forward passes pad to the longest text of a batch in tokens, and batches
             # cut from a character-sorted window padded enough to make the job ~25% slower than one encode call
-            window = by_length(window, self.embedder.token_lengths(window.column("text").to_pylist()))
+            lengths = self.embedder.token_lengths(window.column("text").to_pylist())
+            window, lengths = by_length(window, lengths), np.sort(lengths)[::-1]
             for start in range(0, window.num_rows, self.batch_size):
                 batch = window.slice(start, self.batch_size)
                 texts = batch.column("text").to_pylist()
-                yield batch, self.embedder.encode(texts, layer=self.layer, dim=self.dim, batch_size=self.batch_size)
+                yield batch, self.embedder.encode(texts, layer=self.layer, dim=self.dim, batch_size=self.batch_size,
+                                                  lengths=lengths[start : start + self.batch_size])
 
 
 def ingest_windows(

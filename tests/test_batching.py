@@ -41,3 +41,11 @@ def test_windows_sort_by_the_given_lengths_else_by_characters():
     window = pa.table({"text": ["aaaa", "b", "cc"]})
     assert by_length(window).column("text").to_pylist() == ["aaaa", "cc", "b"]
     assert by_length(window, np.array([1, 7, 3])).column("text").to_pylist() == ["b", "cc", "aaaa"]
+
+
+def test_known_lengths_are_used_and_checked(tiny_embedder):
+    texts = ["a short one", "a somewhat longer text than the first", "x"]
+    lengths = tiny_embedder.token_lengths(texts)
+    np.testing.assert_array_equal(tiny_embedder.encode(texts, lengths=lengths), tiny_embedder.encode(texts))
+    with pytest.raises(ValueError, match="lengths: expected one token count per text"):
+        tiny_embedder.encode(texts, lengths=lengths[:2])
