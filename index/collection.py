@@ -377,12 +377,27 @@ class Collection:
         version. Both are applied in stage one with the deleted rows, so fewer than ``k`` hits come back only
         when fewer points match.
         """
-        scores, rows = self.search_rows(queries, k, plan, where=where, model_version=model_version)
-        with self._lock:
+        records = self.search_records(queries, k, plan, where=where, model_version=model_version)
+        return [[Hit(i, s, json.loads(p), v) for i, s, p, v in row] for row in records]
+
+    def search_records(
+        self,
+        queries: np.ndarray,
+        k: int | None = None,
+        plan: Plan | str | None = None,
+        *,
+        where: dict | None = None,
+        model_version: str | None = None,
+    ) -> list[list[tuple[str, float, str, str]]]:
+        """``search`` with each hit as stored: (id, score, payload as JSON text, model version). For callers that
+        pass payloads on without reading them (the gRPC server), decoding them would be wasted."""
+        with self._lock:  # row numbers stay valid until the lock is let go (a commit may compact)
+            scores, rows = self.search_rows(queries, k, plan, where=where, model_version=model_version)
             r = self._rows
+            ids, payloads, versions, codes = r.ids, r.payloads, r.versions, r.version_codes
             return [
-                [Hit(r.ids[row], float(s), r.payload_of(row), r.version_of(row)) for s, row in zip(srow, rrow) if row >= 0]
-                for srow, rrow in zip(scores, rows)
+                [(ids[row], s, payloads[row], versions[codes[row]]) for s, row in zip(srow, rrow) if row >= 0]
+                for srow, rrow in zip(scores.tolist(), rows.tolist())
             ]
 
     def search_rows(

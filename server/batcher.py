@@ -22,7 +22,8 @@ from collections.abc import Callable, Hashable, Sequence
 import numpy as np
 
 from telescope.embedder import Embedder
-from telescope.index import Collection, Hit, Plan
+from telescope.index import Collection, Plan
+from telescope.server.hits import Record
 
 
 class _Queue:
@@ -150,7 +151,7 @@ class TextBatcher(Batcher):
 
 
 class SearchBatcher(Batcher):
-    """Query vectors of concurrent calls searched in one ``Collection.search`` (per collection, k, plan, filter
+    """Query vectors of concurrent calls searched in one ``Collection.search_records`` (per collection, k, plan, filter
     and model version)."""
 
     def __init__(self, max_queries: int = 64, poll_s: float = 0.05):
@@ -167,12 +168,12 @@ class SearchBatcher(Batcher):
         where: dict | None = None,
         model_version: str | None = None,
         key: Hashable = None,
-    ) -> list[list[Hit]]:
-        """``collection.search(queries, k, plan, where=..., model_version=...)``, possibly with other callers'
-        queries; ``key`` must tell apart calls whose where / model_version / query length differ (the plan and
-        k are part of it already)."""
+    ) -> list[list[Record]]:
+        """``collection.search_records(queries, k, plan, where=..., model_version=...)``, possibly with other
+        callers' queries; ``key`` must tell apart calls whose where / model_version / query length differ (the
+        plan and k are part of it already)."""
 
-        def run(batch: list[np.ndarray]) -> list[list[Hit]]:
-            return collection.search(np.stack(batch), k, plan, where=where, model_version=model_version)
+        def run(batch: list[np.ndarray]) -> list[list[Record]]:
+            return collection.search_records(np.stack(batch), k, plan, where=where, model_version=model_version)
 
         return self.submit((id(collection), str(plan), k, key), list(queries), run, check)

@@ -40,7 +40,7 @@ def vector_values(vector: common_pb2.Vector, field: str, expected: tuple[int, in
 def vector_message(values: np.ndarray) -> common_pb2.Vector:
     """A Vector holding ``values`` (any float array-like, flattened) as float32."""
     data = np.ascontiguousarray(values, dtype="<f4").ravel().tobytes()
-    return common_pb2.Vector.FromString(b"\x0a" + _varint(len(data)) + data if data else b"")
+    return common_pb2.Vector.FromString(b"\x0a" + varint(len(data)) + data if data else b"")
 
 
 def vector_array(vector: common_pb2.Vector) -> np.ndarray:
@@ -58,7 +58,10 @@ def vector_array(vector: common_pb2.Vector) -> np.ndarray:
     return np.frombuffer(raw, dtype="<f4", count=size // 4, offset=start).astype(np.float32)
 
 
-def _varint(n: int) -> bytes:
+def varint(n: int) -> bytes:
+    """``n`` (>= 0) as a protobuf base-128 varint."""
+    if n < 0x80:
+        return bytes((n,))
     out = bytearray()
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)

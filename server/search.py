@@ -19,10 +19,11 @@ import numpy as np
 
 from telescope.embedder import Embedder
 from telescope.index import Collection, Plan
-from telescope.proto.telescope.v1 import common_pb2, search_pb2 as pb
+from telescope.proto.telescope.v1 import search_pb2 as pb
 from telescope.proto.telescope.v1 import search_pb2_grpc
-from telescope.server.convert import filter_dict, struct_message, vector_values
+from telescope.server.convert import filter_dict, vector_values
 from telescope.server.errors import check_alive, rpc
+from telescope.server.hits import search_response
 from telescope.server.state import ServerState
 
 EMBED_CHUNK = 64  # query texts embedded between two deadline checks
@@ -155,23 +156,14 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
                 model_version=first.model_version, key=batch_key,
             )
             search_ms = 1000 * (time.perf_counter() - start)
-            for i, row in zip(indices, hits):
+            for i, records in zip(indices, hits):
                 q = queries[i]
-                results[i] = pb.SearchResponse(
-                    hits=[
-                        common_pb2.Hit(
-                            id=h.id,
-                            score=h.score,
-                            payload=struct_message(h.payload) if q.with_payload else None,
-                            model_version=h.model_version,
-                        )
-                        for h in row
-                    ],
-                    plan=str(q.plan),
-                    model_version=(q.embedder.manifest.tag if q.embedder else q.model_version or ""),
-                    embed_ms=embed_ms.get(i, 0.0),
-                    search_ms=search_ms,
-                )
+                response = search_response(records, q.with_payload, self.state.payloads)
+                response.plan = str(q.plan)
+                response.model_version = q.embedder.manifest.tag if q.embedder else q.model_version or ""
+                response.embed_ms = embed_ms.get(i, 0.0)
+                response.search_ms = search_ms
+                results[i] = response
         return results
 
     def _embed_texts(self, queries: list[Query], context: grpc.ServicerContext) -> dict[int, float]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from telescope.index import Collection
 from telescope.server.batcher import SearchBatcher, TextBatcher
 from telescope.server.errors import Stats, Unavailable
+from telescope.server.hits import PayloadCache
 from telescope.server.limits import Limits
 from telescope.server.registry import Registry
 
@@ -20,6 +21,7 @@ class ServerState:
     loaded: threading.Event = field(default_factory=threading.Event)
     batcher: TextBatcher = field(default_factory=TextBatcher)  # query texts of concurrent calls share passes
     searches: SearchBatcher = field(default_factory=SearchBatcher)  # query vectors of concurrent calls share searches
+    payloads: PayloadCache = field(default_factory=PayloadCache)  # hits' payloads as Struct bytes
 
     def collection(self, name: str, field: str = "collection") -> Collection:
         """A loaded collection by name (UNAVAILABLE while the server is still loading)."""

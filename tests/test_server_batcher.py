@@ -96,7 +96,7 @@ def test_concurrent_searches_share_one_collection_search_and_get_their_own_hits(
             self.gate, self.entered = threading.Event(), threading.Event()
             self.calls: list[tuple] = []
 
-        def search(self, queries, k, plan, where=None, model_version=None):
+        def search_records(self, queries, k, plan, where=None, model_version=None):
             self.calls.append((len(queries), k, plan, where, model_version))
             if len(self.calls) == 1:
                 self.entered.set()
