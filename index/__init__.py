@@ -5,7 +5,8 @@ present) and the re-ranking stages, and the model version of every stored vector
 vectors; it never computes them (no import of telescope.embedder).
 """
 
-from telescope.index.collection import Collection, Hit, Point, exact_search
+from telescope.index.collection import Collection, Hit, Point
+from telescope.index.exact import exact_search
 from telescope.index.plan import Plan, Stage
 from telescope.index.stage_one import prefix_normalize
 

@@ -41,9 +41,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from telescope.index.autoplan import PlanChoice, candidate_plans, recall_at_k, without_self
+from telescope.index.checks import check_ids, check_payloads, check_queries, check_vectors, check_where
 from telescope.index.files import write_json, write_npy, write_parquet
 from telescope.index.plan import Plan
-from telescope.index.rerank import rerank
+from telescope.index.rerank import merge_top, rerank
 from telescope.index.rows import Rows
 from telescope.index.stage_one import StageOne
 from telescope.index.wal import WriteAheadLog, read_records
@@ -229,9 +230,9 @@ class Collection:
         """
         if not isinstance(model_version, str) or not model_version:
             raise ValueError(f"model_version: expected a non-empty string, got {model_version!r}")
-        ids = _check_ids(ids)
-        vectors = self._check_vectors(vectors, len(ids), self.version_dim(model_version))
-        payload_texts = _check_payloads(payloads, len(ids))
+        ids = check_ids(ids)
+        vectors = check_vectors(vectors, len(ids), self.version_dim(model_version))
+        payload_texts = check_payloads(payloads, len(ids))
         if not ids:
             return 0
         vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -265,7 +266,7 @@ class Collection:
         ``missing="error"`` (default) refuses the whole call when an id is unknown, deleting nothing;
         ``missing="ignore"`` deletes the known ids and skips the rest.
         """
-        ids = _check_ids(ids, allow_duplicates=True)
+        ids = check_ids(ids, allow_duplicates=True)
         if missing not in ("error", "ignore"):
             raise ValueError(f"missing: expected 'error' or 'ignore', got {missing!r}")
         with self._lock:
@@ -350,7 +351,7 @@ class Collection:
 
     def get(self, ids: Sequence[str]) -> list[Point | None]:
         """The stored points, in the order asked; ``None`` for an id that is not stored."""
-        ids = _check_ids(ids, allow_duplicates=True)
+        ids = check_ids(ids, allow_duplicates=True)
         with self._lock:
             return [self._point(self._rows.row_of.get(i)) for i in ids]
 
@@ -413,14 +414,14 @@ class Collection:
         plan = Plan.of(plan) if plan is not None else self.default_plan
         plan.check_dim(self.dim)
         plan = plan.for_k(plan.k if k is None else k)
-        queries = self._check_queries(queries, plan)
+        queries = check_queries(queries, plan, self.dim)
         with self._lock:
             alive = self._row_mask(where, model_version)
             groups = self._length_groups(plan.max_dim, alive)
             if groups is None:
                 return self._run_plan(queries, plan, alive)
             found = [self._run_plan(queries, plan.within(length), mask) for length, mask in groups]
-        return _merge_top(found, plan.k)
+        return merge_top(found, plan.k)
 
     def _run_plan(self, queries: np.ndarray, plan: Plan, alive: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         first = plan.stages[0]
@@ -456,7 +457,7 @@ class Collection:
             by_version = r.version_codes == r.versions.index(model_version)
             mask = by_version if mask is None else mask & by_version
         if where:
-            by_payload = r.payload_mask(_check_where(where))
+            by_payload = r.payload_mask(check_where(where))
             mask = by_payload if mask is None else mask & by_payload
         return mask
 
@@ -615,109 +616,3 @@ class Collection:
                 "vectors": int(self._rows.n) * self.dim * 4,
                 "stage_one": {dim: s1.nbytes for dim, s1 in self._stage_ones.items()},
             }
-
-    # -- checks ------------------------------------------------------------------------------------------------
-    def _check_vectors(self, vectors: np.ndarray, n: int, dim: int) -> np.ndarray:
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape != (n, dim):
-            raise ValueError(f"vectors: expected shape ({n}, {dim}), got {tuple(vectors.shape)}")
-        _check_finite_nonzero(vectors, "vectors")
-        return vectors
-
-    def _check_queries(self, queries: np.ndarray, plan: Plan) -> np.ndarray:
-        queries = np.asarray(queries, dtype=np.float32)
-        if queries.ndim == 1:
-            queries = queries[None, :]
-        if queries.ndim != 2 or not plan.max_dim <= queries.shape[1] <= self.dim:
-            raise ValueError(
-                f"queries: expected shape (n, d) with {plan.max_dim} <= d <= {self.dim}, got {tuple(queries.shape)}"
-            )
-        if len(queries) == 0:
-            raise ValueError("queries: expected at least one query, got none")
-        _check_finite_nonzero(queries[:, : plan.stages[0].dim], "queries")
-        return np.ascontiguousarray(queries)
-
-
-def _check_ids(ids: Sequence[str], allow_duplicates: bool = False) -> list[str]:
-    if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence):
-        raise TypeError(f"ids: expected a list of strings, got {type(ids).__name__}")
-    out = []
-    for i, point_id in enumerate(ids):
-        if not isinstance(point_id, str) or not point_id:
-            raise ValueError(f"ids[{i}]: expected a non-empty string, got {point_id!r}")
-        out.append(point_id)
-    if not allow_duplicates and len(set(out)) != len(out):
-        first: dict[str, int] = {}
-        for i, point_id in enumerate(out):
-            if point_id in first:
-                raise ValueError(
-                    f"ids: expected unique ids in one batch, got {point_id!r} at positions {first[point_id]} and {i}"
-                )
-            first[point_id] = i
-    return out
-
-
-def _check_payloads(payloads: Sequence[dict] | None, n: int) -> list[str]:
-    if payloads is None:
-        return ["{}"] * n
-    if len(payloads) != n:
-        raise ValueError(f"payloads: expected {n} payloads (one per id), got {len(payloads)}")
-    out = []
-    for i, payload in enumerate(payloads):
-        if not isinstance(payload, dict):
-            raise ValueError(f"payloads[{i}]: expected a dict, got {type(payload).__name__}")
-        try:
-            out.append(json.dumps(payload, allow_nan=False))
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"payloads[{i}]: expected JSON-serialisable values, got {payload!r} ({e})") from e
-    return out
-
-
-def _check_where(where: dict) -> dict:
-    if not isinstance(where, dict):
-        raise ValueError(f"where: expected a dict of payload field -> value, got {type(where).__name__}")
-    for key, value in where.items():
-        if not isinstance(key, str) or not key:
-            raise ValueError(f"where: expected non-empty field names, got {key!r}")
-        if value is not None and not isinstance(value, (str, int, float, bool)):
-            raise ValueError(f"where[{key!r}]: expected a string, number, boolean or null, got {value!r}")
-    return where
-
-
-def _check_finite_nonzero(vectors: np.ndarray, field: str) -> None:
-    bad = ~np.isfinite(vectors).all(axis=1)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"{field}[{i}]: expected finite values, got {vectors[i][~np.isfinite(vectors[i])][0]}")
-    norms = np.linalg.norm(vectors, axis=1)
-    if (norms == 0).any():
-        i = int(np.flatnonzero(norms == 0)[0])
-        raise ValueError(f"{field}[{i}]: expected a non-zero vector, got all zeros")
-
-
-def _merge_top(found: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The best ``k`` (score, row) per query over several searches' results (-1 / -inf pads)."""
-    scores = np.concatenate([s for s, _ in found], axis=1)
-    rows = np.concatenate([r for _, r in found], axis=1)
-    scores = np.where(rows >= 0, scores, -np.inf).astype(np.float32)
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    top_scores, top_rows = np.take_along_axis(scores, order, axis=1), np.take_along_axis(rows, order, axis=1)
-    if top_rows.shape[1] < k:
-        pad = k - top_rows.shape[1]
-        top_scores = np.pad(top_scores, ((0, 0), (0, pad)), constant_values=-np.inf)
-        top_rows = np.pad(top_rows, ((0, 0), (0, pad)), constant_values=-1)
-    top_rows[~np.isfinite(top_scores)] = -1
-    return top_scores, top_rows
-
-
-def exact_search(vectors: np.ndarray, queries: np.ndarray, k: int, dim: int | None = None) -> np.ndarray:
-    """Brute-force reference: rows of the top-``k`` inner products on the normalised ``dim``-prefix (numpy)."""
-    from telescope.index.stage_one import prefix_normalize
-
-    dim = dim or vectors.shape[1]
-    scores = prefix_normalize(queries, dim) @ prefix_normalize(vectors, dim).T
-    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    return top
-
-
-__all__ = ["Collection", "Hit", "Point", "exact_search"]

@@ -56,3 +56,17 @@ def _rerank_prefix(
     out_rows = np.take_along_axis(rows, top, axis=1)
     out_rows[~np.isfinite(out_scores)] = -1
     return out_scores, out_rows
+
+def merge_top(found: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The best ``k`` (score, row) per query over several searches' results (-1 / -inf pads)."""
+    scores = np.concatenate([s for s, _ in found], axis=1)
+    rows = np.concatenate([r for _, r in found], axis=1)
+    scores = np.where(rows >= 0, scores, -np.inf).astype(np.float32)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    top_scores, top_rows = np.take_along_axis(scores, order, axis=1), np.take_along_axis(rows, order, axis=1)
+    if top_rows.shape[1] < k:
+        pad = k - top_rows.shape[1]
+        top_scores = np.pad(top_scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+        top_rows = np.pad(top_rows, ((0, 0), (0, pad)), constant_values=-1)
+    top_rows[~np.isfinite(top_scores)] = -1
+    return top_scores, top_rows
