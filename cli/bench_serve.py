@@ -39,6 +39,7 @@ def bench_serve(
     max_workers: Annotated[int, typer.Option(help="Server threads.")] = 32,
     switch_interval_ms: Annotated[float, typer.Option(help="The server's --switch-interval-ms.")] = 5.0,
     client_processes: Annotated[int, typer.Option(help="Processes the client threads are spread over.")] = 1,
+    floor: Annotated[bool, typer.Option(help="Also measure vector queries against a server answering one canned response (gRPC and the clients alone).")] = True,
 ) -> None:
     """Start `telescope serve` on the benchmark collection and measure C closed-loop clients per query kind."""
     import faiss
@@ -48,7 +49,8 @@ def bench_serve(
 
     from telescope.embedder import load_embedder
     from telescope.pipelines.sources import read_table, texts_from
-    from telescope.server.bench import Searches, build_collection, query_vectors, run_clients
+    from telescope.server.bench import CannedServer, Searches, build_collection, query_vectors, run_clients
+    from telescope.server.hits import PayloadCache, search_response
     from telescope.server.process import ServerProcess
 
     console = Console()
@@ -68,9 +70,11 @@ def bench_serve(
         {"model": "default", "model_version": embedder.manifest.tag},
     )
     build_s = time.perf_counter() - t0
+    vectors = query_vectors(min(points, 10_000), dim)
+    canned = search_response(collection.search_records(vectors[:1], k)[0], True, PayloadCache())
+    canned.plan, canned.model_version = str(collection.default_plan.for_k(k)), embedder.manifest.tag
     collection.close()
     console.print(f"collection: {points:,} x {dim} ({stage_one} {stage_one_params}, plan {plan}) ready in {build_s:.0f} s")
-    vectors = query_vectors(min(points, 10_000), dim)
     _, texts, _ = texts_from(read_table(DEMO_TEXTS, "tsv"))
     texts = texts[-500:]  # the demo's held-out glosses
 
@@ -92,6 +96,16 @@ def bench_serve(
                     f"{kind:6s} C={c:<3d} {r.qps:8.1f} QPS  p50 {r.p50_ms:6.2f} ms  p99 {r.p99_ms:6.2f} ms  "
                     f"errors {r.errors}  CPU ms/call: server {r.server_cpu_ms_per_call:.2f}, clients {r.client_cpu_ms_per_call:.2f}"
                 )
+    if floor and "vector" in kinds:
+        with CannedServer(canned.SerializeToString(), max_workers=max_workers) as server:
+            for c in levels:
+                proc = psutil.Process(server.process.pid)
+                cpu = sum(proc.cpu_times()[:2])
+                r = run_clients(server.target, calls["vector"], c, seconds, warmup, "floor", processes=client_processes)
+                r.server_cpu_ms_per_call = 1000 * (sum(proc.cpu_times()[:2]) - cpu) / max(r.calls_total, 1)
+                results.append(r.to_dict())
+                console.print(f"floor  C={c:<3d} {r.qps:8.1f} QPS  p50 {r.p50_ms:6.2f} ms  p99 {r.p99_ms:6.2f} ms  "
+                              f"errors {r.errors}  CPU ms/call: server {r.server_cpu_ms_per_call:.2f}, clients {r.client_cpu_ms_per_call:.2f}")
     at16 = [r for r in results if r["query"] == "vector" and r["clients"] == 16]
     report = {
         "command": command,
@@ -112,6 +126,8 @@ def bench_serve(
                        "build_or_load_s": round(build_s, 1)},
         "model": {"tag": embedder.manifest.tag, "hash": embedder.model_hash},
         "queries": {"vector": "stored vectors + 0.05 noise, 10k distinct", "text": "500 held-out WordNet glosses of the demo",
+                    "floor": "the vector queries against telescope.server.bench.CannedServer (same gRPC server setup, "
+                             "one fixed 10-hit response, no collection)",
                     "k": k},
         "server": {"max_workers": max_workers, "switch_interval_ms": switch_interval_ms, "gzip": True,
                    "process": "telescope serve (child process)"},
@@ -163,4 +179,7 @@ def _markdown(report: dict) -> str:
                      f"{r['client_cpu_ms_per_call']:.2f} |")
     met = report["target"]["met"]
     lines += ["", f"Target: vector queries p99 < 25 ms at 16 clients: **{'met' if met else 'not met'}**.", ""]
+    if any(r["query"] == "floor" for r in report["results"]):
+        lines += [f"`floor`: {report['queries']['floor']}: what gRPC's Python server and these clients cost per call on "
+                  "this machine with no search at all.", ""]
     return "\n".join(lines)

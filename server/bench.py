@@ -5,7 +5,10 @@
 on real embeddings) with a stored model for text queries. ``run_clients`` runs C threads, each with its own
 channel, each sending its next request as soon as the last one returned, for T seconds after a warm-up, and
 counts every failed call. The threads can be spread over several processes: sixteen callers in one Python
-process wait on each other's GIL, which the server's latency should not include. No benchmark tool for gRPC ships in Python (ghz is a Go binary), hence this module.
+process wait on each other's GIL, which the server's latency should not include. ``CannedServer`` is the floor
+under those figures: the same gRPC sync server (thread pool, gzip, options) answering every Search with one
+fixed response, so what it costs per call is gRPC and the clients alone. No benchmark tool for gRPC ships in
+Python (ghz is a Go binary), hence this module.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from telescope.index import Collection
+from telescope.proto.telescope.v1 import search_pb2, search_pb2_grpc
 from telescope.server.client import Client, RemoteError
 
 
@@ -222,3 +226,47 @@ def _in_processes(
     for w in workers:
         w.join(30)
     return samples
+
+
+class _CannedSearch(search_pb2_grpc.SearchServicer):
+    def __init__(self, response: bytes):
+        self.response = search_pb2.SearchResponse.FromString(response)
+
+    def Search(self, request, context):  # noqa: N802 - gRPC method name
+        return self.response
+
+
+def _serve_canned(response: bytes, max_workers: int, gzip: bool, ports) -> None:
+    from concurrent import futures
+
+    import grpc
+
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers), options=[("grpc.so_reuseport", 0)],
+        compression=grpc.Compression.Gzip if gzip else None,
+    )
+    search_pb2_grpc.add_SearchServicer_to_server(_CannedSearch(response), server)
+    ports.put(server.add_insecure_port("127.0.0.1:0"))
+    server.start()
+    server.wait_for_termination()
+
+
+class CannedServer:
+    """A child process serving telescope.v1.Search on a free loopback port, every answer ``response`` (bytes of a
+    SearchResponse): the server's thread pool and gzip as ``telescope serve`` has them, no collection, no checks."""
+
+    def __init__(self, response: bytes, max_workers: int = 32, gzip: bool = True):
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        ports = context.Queue()
+        self.process = context.Process(target=_serve_canned, args=(response, max_workers, gzip, ports), daemon=True)
+        self.process.start()
+        self.target = f"127.0.0.1:{ports.get(timeout=60)}"
+
+    def __enter__(self) -> "CannedServer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.process.kill()
+        self.process.join(10)

@@ -33,3 +33,18 @@ def test_errors_are_counted_not_raised(tmp_path, tiny_model_path):
 def test_switch_interval_out_of_range_is_refused(ms):
     with pytest.raises(ValueError, match="--switch-interval-ms"):
         set_switch_interval(ms)
+
+
+def test_canned_server_answers_every_search_with_its_response():
+    import numpy as np
+
+    from telescope.server.bench import CannedServer
+    from telescope.server.hits import PayloadCache, search_response
+
+    response = search_response([("a", 0.5, '{"n": 1}', "m:1"), ("b", 0.25, "{}", "m:1")], True, PayloadCache())
+    response.plan = "16:10"
+    with CannedServer(response.SerializeToString(), max_workers=2) as server, Client(server.target) as client:
+        for query in (np.ones(8, dtype=np.float32), np.arange(1, 5, dtype=np.float32)):
+            result = client.search("any", vector=query, k=3)
+            assert [(h.id, h.score, h.payload) for h in result.hits] == [("a", 0.5, {"n": 1}), ("b", 0.25, {})]
+            assert result.plan == "16:10"
