@@ -83,29 +83,27 @@ def bench_serve(
 
     load_before = os.getloadavg()
     results = []
+
+    def measure(target: str, pid: int, kind: str, call) -> None:
+        """Every client level against one server: its CPU per call, the clients' latencies; printed and kept."""
+        proc = psutil.Process(pid)
+        for c in levels:
+            cpu = sum(proc.cpu_times()[:2])
+            r = run_clients(target, call, c, seconds, warmup, kind, processes=client_processes)
+            r.server_cpu_ms_per_call = 1000 * (sum(proc.cpu_times()[:2]) - cpu) / max(r.calls_total, 1)
+            results.append(r.to_dict())
+            console.print(
+                f"{kind:6s} C={c:<3d} {r.qps:8.1f} QPS  p50 {r.p50_ms:6.2f} ms  p99 {r.p99_ms:6.2f} ms  "
+                f"errors {r.errors}  CPU ms/call: server {r.server_cpu_ms_per_call:.2f}, clients {r.client_cpu_ms_per_call:.2f}"
+            )
+
     server_args = ["--max-workers", str(max_workers), "--switch-interval-ms", str(switch_interval_ms)]
     with ServerProcess(data_dir, args=server_args) as server:
-        proc = psutil.Process(server.process.pid)
         for kind in kinds:
-            for c in levels:
-                cpu = sum(proc.cpu_times()[:2])
-                r = run_clients(server.target, calls[kind], c, seconds, warmup, kind, processes=client_processes)
-                r.server_cpu_ms_per_call = 1000 * (sum(proc.cpu_times()[:2]) - cpu) / max(r.calls_total, 1)
-                results.append(r.to_dict())
-                console.print(
-                    f"{kind:6s} C={c:<3d} {r.qps:8.1f} QPS  p50 {r.p50_ms:6.2f} ms  p99 {r.p99_ms:6.2f} ms  "
-                    f"errors {r.errors}  CPU ms/call: server {r.server_cpu_ms_per_call:.2f}, clients {r.client_cpu_ms_per_call:.2f}"
-                )
+            measure(server.target, server.process.pid, kind, calls[kind])
     if floor and "vector" in kinds:
         with CannedServer(canned.SerializeToString(), max_workers=max_workers) as server:
-            for c in levels:
-                proc = psutil.Process(server.process.pid)
-                cpu = sum(proc.cpu_times()[:2])
-                r = run_clients(server.target, calls["vector"], c, seconds, warmup, "floor", processes=client_processes)
-                r.server_cpu_ms_per_call = 1000 * (sum(proc.cpu_times()[:2]) - cpu) / max(r.calls_total, 1)
-                results.append(r.to_dict())
-                console.print(f"floor  C={c:<3d} {r.qps:8.1f} QPS  p50 {r.p50_ms:6.2f} ms  p99 {r.p99_ms:6.2f} ms  "
-                              f"errors {r.errors}  CPU ms/call: server {r.server_cpu_ms_per_call:.2f}, clients {r.client_cpu_ms_per_call:.2f}")
+            measure(server.target, server.process.pid, "floor", calls["vector"])
     at16 = [r for r in results if r["query"] == "vector" and r["clients"] == 16]
     report = {
         "command": command,
