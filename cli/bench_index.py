@@ -39,6 +39,7 @@ def index(
     hnsw_m: Annotated[int, typer.Option(help="HNSW M (links per node) of both the full-dim graph and the prefix graph.")] = 32,
     batch1_queries: Annotated[int, typer.Option(help="Queries sent one at a time for the batch-1 timing.")] = 100,
     repeats: Annotated[int, typer.Option(help="Timed runs per point (median).")] = 3,
+    compact: Annotated[bool, typer.Option(help="Also the HNSW plans on a compact collection: HNSW{M},SQ8 prefix graph, float16 rows.")] = True,
     batch_size: Annotated[int, typer.Option(help="Texts per forward pass when embedding.")] = 64,
     seed: Annotated[int, typer.Option(help="Seed of the query/corpus split and of the synthetic vectors.")] = 0,
     cache_dir: Annotated[Path, typer.Option("--cache-dir", help="Embedding cache (keyed by model hash and data hash).")] = Path(".cache/embeddings"),
@@ -58,6 +59,7 @@ def index(
         flat_plans=[p.strip() for p in flat_plans.split(";") if p.strip()],
         hnsw_plans=[p.strip() for p in hnsw_plans.split(";") if p.strip()],
         hnsw_ef=_ints(hnsw_ef, "--hnsw-ef"), hnsw_m=hnsw_m, batch1_queries=batch1_queries, repeats=repeats,
+        compact=compact,
     )
     console = Console(stderr=True)
     embedder = load_embedder(model)

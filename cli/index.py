@@ -25,6 +25,7 @@ def create(
     plan: Annotated[Optional[str], typer.Option(help="Default search plan, e.g. '64:400,384:10' (default: exact).")] = None,
     stage_one: Annotated[str, typer.Option(help="FAISS factory string of stage one: Flat, HNSW32, IVF1024,Flat.")] = "Flat",
     stage_one_params: Annotated[str, typer.Option(help="FAISS parameters of stage one, e.g. 'efSearch=128'.")] = "",
+    vector_dtype: Annotated[str, typer.Option(help="float32, or float16: the full vectors at half the memory and disk.")] = "float32",
 ) -> None:
     """Create an empty collection."""
     from telescope.cli.models import collection_model_properties
@@ -32,7 +33,8 @@ def create(
 
     props, full_dim = collection_model_properties(model)
     with Collection.create(
-        path, dim or full_dim, default_plan=plan, stage_one=stage_one, stage_one_params=stage_one_params, properties=props
+        path, dim or full_dim, default_plan=plan, stage_one=stage_one, stage_one_params=stage_one_params, properties=props,
+        vector_dtype=vector_dtype,
     ) as c:
         Console().print_json(json.dumps(c.info()))
 

@@ -42,6 +42,7 @@ def build(
     model: Annotated[Optional[str], typer.Option(help="Model: 'default' or a folder (default: the collection's, or 'default' for a new one).")] = None,
     layer: Annotated[Optional[int], typer.Option(help="Embed after this many layers (default: all).")] = None,
     dim: Annotated[Optional[int], typer.Option(help="Vector dim (default: the collection's, or the model's full dim).")] = None,
+    vector_dtype: Annotated[str, typer.Option(help="A new collection's vectors: float32, or float16 (half the memory and disk).")] = "float32",
     batch_size: Annotated[int, typer.Option(help="Texts per forward pass.")] = 64,
     upsert_rows: Annotated[int, typer.Option(help="Points per durable upsert (one WAL fsync each).")] = 512,
     sort_window: Annotated[int, typer.Option(help="Texts sorted by length together to cut padding.")] = 8192,
@@ -103,7 +104,7 @@ def build(
     else:
         props, full_dim = collection_model_properties(model or "default")
         model_ref = props["model"]
-        c = Collection.create(collection, dim or full_dim, properties=props)
+        c = Collection.create(collection, dim or full_dim, properties=props, vector_dtype=vector_dtype)
     with c:
         embedder = load_embedder(model_ref)
         options = dataclasses.replace(options, dim=dim or c.dim)

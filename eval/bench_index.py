@@ -11,6 +11,9 @@ method:
 - **telescope, HNSW prefix**: a ``Collection`` whose stage one is ``HNSW{M}`` over the first prefix (same M and
   efConstruction as the full-dim graph; telescope searches a graph with a beam of ``max(efSearch, shortlist)``,
   efSearch left at FAISS's 16, so the plan's shortlist sets the beam), then the same re-rank.
+- **telescope, compact** (``compact``): the same HNSW plans on a collection built to hold less, as Qdrant's
+  quantized search with rescoring does: stage one ``HNSW{M},SQ8`` (the prefix graph over 8-bit scalar-quantized
+  codes) and the full-dim rows kept as float16 (``vector_dtype="float16"``); the re-rank scores upcast rows.
 
 Per point: queries/s at batch 1 (the first ``batch1_queries`` queries, sent one at a time) and at batch 64 (all
 queries), medians of ``repeats`` runs; recall@10 against exact over all queries; memory as the bytes held to
@@ -232,6 +235,7 @@ class Options:
     batch1_queries: int = 100
     batch: int = 64
     repeats: int = 3
+    compact: bool = True
 
     def check(self, dim: int) -> None:
         for field_name in ("flat_plans", "hnsw_plans"):
@@ -302,14 +306,18 @@ def bench_scale(vectors: np.ndarray, queries: np.ndarray, options: Options, work
     load.append(os.getloadavg()[0])
 
     # telescope plans
-    for kind, factory, plans in (("exact prefix", "Flat", options.flat_plans),
-                                 (f"HNSW{options.hnsw_m} prefix", f"HNSW{options.hnsw_m}", options.hnsw_plans)):
+    m = options.hnsw_m
+    for kind, factory, dtype, plans in (
+        ("exact prefix", "Flat", "float32", options.flat_plans),
+        (f"HNSW{m} prefix", f"HNSW{m}", "float32", options.hnsw_plans),
+        (f"HNSW{m},SQ8 prefix, float16 rows", f"HNSW{m},SQ8", "float16", options.hnsw_plans if options.compact else []),
+    ):
         if not plans:
             continue
         plans = [Plan.of(p) for p in plans]
         path = Path(tempfile.mkdtemp(prefix="bench-index-", dir=workdir))
         try:
-            collection, timing = _build_collection(path, vectors, queries, factory, plans)
+            collection, timing = _build_collection(path, vectors, queries, factory, plans, dtype)
             with collection:
                 held = collection.memory_bytes()
                 log(f"  telescope {kind}: stage one built in "
@@ -336,8 +344,9 @@ def bench_scale(vectors: np.ndarray, queries: np.ndarray, options: Options, work
 
 
 def _build_collection(path: Path, vectors: np.ndarray, queries: np.ndarray, factory: str,
-                      plans: list[Plan], chunk: int = 100_000) -> tuple[Collection, dict]:
-    """A collection of ``vectors`` with stage one ``factory`` on the plans' first prefix, stage ones built.
+                      plans: list[Plan], vector_dtype: str = "float32", chunk: int = 100_000) -> tuple[Collection, dict]:
+    """A collection of ``vectors`` (held as ``vector_dtype``) with stage one ``factory`` on the plans' first
+    prefix, stage ones built.
 
     ``store_s``: create, upsert (WAL) and commit (segments, stage-one file); ``build_s``: building each
     first-stage prefix index in memory (per prefix dim), timed by the first search that needs it.
@@ -346,7 +355,7 @@ def _build_collection(path: Path, vectors: np.ndarray, queries: np.ndarray, fact
     firsts = sorted({p.stages[0].dim for p in plans})
     start = time.perf_counter()
     collection = Collection.create(path, vectors.shape[1], stage_one=factory, stage_one_dim=firsts[0],
-                                   flush_rows=n + 1)
+                                   flush_rows=n + 1, vector_dtype=vector_dtype)
     for i in range(0, n, chunk):
         collection.upsert([str(r) for r in range(i, min(n, i + chunk))], vectors[i : i + chunk])
     store = time.perf_counter() - start
@@ -570,7 +579,7 @@ def run_bench_index(
         "threads": threads,
         "options": {"flat_plans": options.flat_plans, "hnsw_plans": options.hnsw_plans, "hnsw_ef": options.hnsw_ef,
                     "hnsw_m": options.hnsw_m, "hnsw_ef_construction": 40, "batch1_queries": options.batch1_queries,
-                    "batch": options.batch, "repeats": options.repeats, "k": K, "scale_to": scale_to},
+                    "batch": options.batch, "repeats": options.repeats, "compact": options.compact, "k": K, "scale_to": scale_to},
         "scales": [],
         **environment(),
     }

@@ -3,7 +3,7 @@
 On disk::
 
     manifest.json            the committed state: config, generation, segment list (replaced atomically)
-    seg-<gen>.vec.npy        float32 full vectors, unit length, one stored copy of each
+    seg-<gen>.vec.npy        full vectors (float32, or float16: ``vector_dtype``), unit length, one copy of each
     seg-<gen>.meta.parquet   row, id, model_version, payload (JSON text): queryable with DuckDB
     deleted-<gen>.npy        rows that are dead (deleted or replaced)
     stage1-<gen>.faiss       the stage-one index when it is not Flat (Flat is rebuilt on open, as fast as a load)
@@ -45,7 +45,7 @@ from telescope.index.checks import check_ids, check_payloads, check_queries, che
 from telescope.index.files import write_json, write_npy, write_parquet
 from telescope.index.plan import Plan
 from telescope.index.rerank import merge_top, rerank
-from telescope.index.rows import Rows
+from telescope.index.rows import Rows, check_vector_dtype
 from telescope.index.stage_one import StageOne
 from telescope.index.wal import WriteAheadLog, read_records
 
@@ -79,7 +79,8 @@ class Collection:
         self.read_only = read_only
         self._lock_fd = lock_fd
         self._lock = threading.RLock()
-        self._rows = Rows(self.dim)
+        self.vector_dtype = str(manifest.get("vector_dtype", "float32"))
+        self._rows = Rows(self.dim, self.vector_dtype)
         self._stage_ones: dict[int, StageOne] = {}
         self._wal: WriteAheadLog | None = None
         self._load()
@@ -97,10 +98,12 @@ class Collection:
         stage_one_params: str = "",
         flush_rows: int = 50_000,
         properties: dict | None = None,
+        vector_dtype: str = "float32",
     ) -> "Collection":
         """A new, empty collection of ``dim``-dimensional vectors at ``path``.
 
-        ``properties`` is free-form JSON kept in the manifest (which model embeds queries, for example); the
+        ``vector_dtype`` ``"float16"`` holds (and stores) the full vectors at half the bytes; re-ranking scores
+        upcast rows in float32 (see telescope.index.rows). ``properties`` is free-form JSON kept in the manifest (which model embeds queries, for example); the
         index does not interpret it.
         """
         path = Path(path)
@@ -114,10 +117,12 @@ class Collection:
         if not 1 <= s1_dim <= dim:
             raise ValueError(f"stage_one_dim: expected 1..{dim}, got {s1_dim}")
         StageOne(s1_dim, stage_one, stage_one_params)  # checks the factory string and parameters
+        check_vector_dtype(vector_dtype)
         path.mkdir(parents=True, exist_ok=True)
         manifest = {
             "format": FORMAT,
             "dim": dim,
+            "vector_dtype": vector_dtype,
             "default_plan": str(plan),
             "stage_one": {"dim": s1_dim, "factory": stage_one, "params": stage_one_params},
             "flush_rows": int(flush_rows),
@@ -360,7 +365,7 @@ class Collection:
             return None
         r = self._rows
         version = r.version_of(row)
-        return Point(r.ids[row], r.vectors[row, : self.version_dim(version)].copy(), r.payload_of(row), version)
+        return Point(r.ids[row], r.vectors[row, : self.version_dim(version)].astype(np.float32), r.payload_of(row), version)
 
     def search(
         self,
@@ -472,7 +477,7 @@ class Collection:
                 return PlanChoice(Plan.exact(self.dim, k), 1.0, float(target), k, 0, len(live))
             rng = np.random.default_rng(seed)
             own = rng.choice(live, size=min(sample, len(live)), replace=False)
-            queries = self._rows.vectors[own]
+            queries = self._rows.vectors[own].astype(np.float32)
             exact = Plan.exact(self.dim, k + 1)
             truth = without_self(self.search_rows(queries, k + 1, exact)[1], own, k)
             cfg = self._manifest["stage_one"]
@@ -542,7 +547,7 @@ class Collection:
             manifest = dict(self._manifest, default_plan=str(plan))
             if properties is not None:
                 manifest["properties"] = dict(properties)
-            rows = Rows(new_dim)
+            rows = Rows(new_dim, self.vector_dtype)
             old = self._rows
             vectors = np.zeros((old.n, new_dim), dtype=np.float32)
             keep = min(new_dim, self.dim)
@@ -597,6 +602,7 @@ class Collection:
                 "points": len(self),
                 "rows": self._rows.n,
                 "dim": self.dim,
+                "vector_dtype": self.vector_dtype,
                 "default_plan": self._manifest["default_plan"],
                 "stage_one": self._manifest["stage_one"],
                 "generation": self.generation,
@@ -609,10 +615,10 @@ class Collection:
 
     def memory_bytes(self) -> dict:
         """Bytes this collection holds to answer searches: ``vectors`` (the full-dim rows that every plan re-ranks
-        from, rows x dim x 4) and ``stage_one`` (per prefix dim built so far: its FAISS index, serialised size).
+        from, rows x dim x 4, or x 2 for float16) and ``stage_one`` (per prefix dim built so far: its FAISS index, serialised size).
         Ids and payloads are not counted."""
         with self._lock:
             return {
-                "vectors": int(self._rows.n) * self.dim * 4,
+                "vectors": int(self._rows.n) * self.dim * np.dtype(self.vector_dtype).itemsize,
                 "stage_one": {dim: s1.nbytes for dim, s1 in self._stage_ones.items()},
             }

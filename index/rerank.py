@@ -7,7 +7,8 @@ Matryoshka adaptive retrieval (Kusupati et al., NeurIPS 2022): for query q and c
 At full dim the stored rows are unit length and FAISS's ``knn_inner_products_by_idx`` scores the shortlist in
 place (no copy, multi-threaded, top-k in C++): measured 10x faster than a numpy gather at 500 queries x 400
 candidates x 384 dims. FAISS has no re-ranking on a *prefix* of stored rows (it would need the prefix norms), so
-shorter intermediate stages are numpy: one gather and one matrix-vector product per query.
+shorter intermediate stages, and float16 rows (``vector_dtype``) at any length, are numpy: one gather, upcast to
+float32, and one matrix-vector product per query.
 Candidate lists hold their ``-1`` padding at the end (as FAISS search returns them).
 """
 
@@ -24,7 +25,7 @@ def rerank(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Scores and rows of the best ``keep`` of each query's candidate ``rows`` (-1 marks no candidate)."""
     keep = min(keep, rows.shape[1])
-    if dim == vectors.shape[1]:
+    if dim == vectors.shape[1] and vectors.dtype == np.float32:
         return _rerank_full(prefix_normalize(queries, dim), np.ascontiguousarray(rows, dtype=np.int64), vectors, keep)
     return _rerank_prefix(prefix_normalize(queries, dim), rows, vectors, dim, keep)
 
@@ -47,7 +48,7 @@ def _rerank_prefix(
     scores = np.full(rows.shape, -np.inf, dtype=np.float32)
     for b, (candidates, query) in enumerate(zip(rows, q)):
         valid = candidates >= 0
-        prefix = vectors[candidates[valid], :dim]
+        prefix = vectors[candidates[valid], :dim].astype(np.float32, copy=False)
         scores[b, valid] = (prefix @ query) / np.maximum(np.linalg.norm(prefix, axis=1), 1e-12)
     top = np.argpartition(-scores, keep - 1, axis=1)[:, :keep]
     order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")

@@ -183,10 +183,11 @@ class Client:
     # -- collections -------------------------------------------------------------------------------------------
     def create_collection(
         self, name: str, model: str = "", dim: int | None = None, plan: str = "", stage_one: str = "",
-        stage_one_params: str = "",
+        stage_one_params: str = "", vector_dtype: str = "",
     ) -> collections_pb2.CollectionInfo:
         request = collections_pb2.CreateCollectionRequest(
-            name=name, model=model, dim=dim, plan=plan, stage_one=stage_one, stage_one_params=stage_one_params
+            name=name, model=model, dim=dim, plan=plan, stage_one=stage_one, stage_one_params=stage_one_params,
+            vector_dtype=vector_dtype,
         )
         return self._call(self.collections.Create, request, name="Collections.Create")
 

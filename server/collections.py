@@ -47,6 +47,7 @@ def collection_info(name: str, collection: Collection, backfill: tuple[bool, str
         stage_one=info["stage_one"]["factory"],
         uncommitted_writes=info["uncommitted_writes"],
         rollout=rollout_message(collection, *backfill),
+        vector_dtype=info["vector_dtype"],
     )
 
 
@@ -65,6 +66,7 @@ class CollectionsServicer(collections_pb2_grpc.CollectionsServicer):
             plan=request.plan or None,
             stage_one=request.stage_one or "Flat",
             stage_one_params=request.stage_one_params,
+            vector_dtype=request.vector_dtype or "float32",
         )
         return collection_info(request.name, collection)
 

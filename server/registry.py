@@ -117,6 +117,7 @@ class Registry:
         plan: str | None = None,
         stage_one: str = "Flat",
         stage_one_params: str = "",
+        vector_dtype: str = "float32",
     ) -> Collection:
         check_name(name)
         location = model_location(model or self.default_model)
@@ -132,6 +133,7 @@ class Registry:
                 stage_one=stage_one,
                 stage_one_params=stage_one_params,
                 properties={"model": location, "model_version": embedder.manifest.tag},
+                vector_dtype=vector_dtype,
             )
             self._collections[name] = collection
             return collection

@@ -31,7 +31,7 @@ def test_bench_index_report_at_real_and_scaled_size(tmp_path, tiny_model_path, c
     for scale in report["scales"]:
         methods = [p["method"] for p in scale["points"]]
         assert methods == ["exact"] + ["faiss HNSW32, full dim"] * 2 + ["telescope, exact prefix"] + \
-            ["telescope, HNSW32 prefix"] * 2
+            ["telescope, HNSW32 prefix"] * 2 + ["telescope, HNSW32,SQ8 prefix, float16 rows"] * 2
         exact = scale["points"][0]
         assert exact["recall_at_10"] == 1.0 and exact["memory_bytes"] >= scale["vectors"] * 64 * 4
         for p in scale["points"]:
@@ -42,6 +42,11 @@ def test_bench_index_report_at_real_and_scaled_size(tmp_path, tiny_model_path, c
         # the collection holds the full vectors plus a Flat copy of the 32-dim prefixes
         assert flat["memory_bytes"] == scale["vectors"] * 64 * 4 + flat["memory_stage_one_bytes"]
         assert flat["memory_stage_one_bytes"] >= scale["vectors"] * 32 * 4
+        graph, compact = (next(p for p in scale["points"] if p["method"] == f"telescope, HNSW32{kind}")
+                          for kind in (" prefix", ",SQ8 prefix, float16 rows"))
+        assert compact["memory_vectors_bytes"] * 2 == graph["memory_vectors_bytes"] == scale["vectors"] * 64 * 4
+        assert compact["memory_stage_one_bytes"] < graph["memory_stage_one_bytes"]  # 8-bit codes, the same links
+        assert compact["recall_at_10"] >= graph["recall_at_10"] - 0.05
         assert set(scale["targets"]) >= {"batch1", "batch"}
     assert (tmp_path / "out" / "bi.md").read_text().count("| exact | IndexFlatIP |") == 2
     assert (tmp_path / "out" / "bi.png").stat().st_size > 0

@@ -118,6 +118,8 @@ CASES = [
      Code.INVALID_ARGUMENT, r"model: expected 'default' or a sentence-transformers folder, got '/no/such/model'", AUTH),
     ("create with a bad dim", "collections", "Create", cpb.CreateCollectionRequest(name="m", dim=0),
      Code.INVALID_ARGUMENT, r"dim: expected an integer >= 1, got 0", AUTH),
+    ("create with an unknown vector dtype", "collections", "Create", cpb.CreateCollectionRequest(name="m", vector_dtype="int4"),
+     Code.INVALID_ARGUMENT, r"vector_dtype: expected one of float32, float16, got 'int4'", AUTH),
     ("delete an unknown collection", "collections", "Delete", cpb.DeleteCollectionRequest(name="ghost"),
      Code.NOT_FOUND, r"name: expected one of the server's collections .*, got 'ghost'", AUTH),
     ("embed nothing", "embed", "Embed", epb.EmbedRequest(),

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1etelescope/v1/collections.proto\x12\x0ctelescope.v1\"\x8b\x01\n\x17\x43reateCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x10\n\x03\x64im\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x0c\n\x04plan\x18\x04 \x01(\t\x12\x11\n\tstage_one\x18\x05 \x01(\t\x12\x18\n\x10stage_one_params\x18\x06 \x01(\tB\x06\n\x04_dim\"\xe1\x02\n\x0e\x43ollectionInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06points\x18\x02 \x01(\x03\x12\x0b\n\x03\x64im\x18\x03 \x01(\x05\x12\x14\n\x0c\x64\x65\x66\x61ult_plan\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\x15\n\rmodel_version\x18\x06 \x01(\t\x12G\n\x0emodel_versions\x18\x07 \x03(\x0b\x32/.telescope.v1.CollectionInfo.ModelVersionsEntry\x12\x12\n\ngeneration\x18\x08 \x01(\x03\x12\x11\n\tstage_one\x18\t \x01(\t\x12\x1a\n\x12uncommitted_writes\x18\n \x01(\x03\x12&\n\x07rollout\x18\x0b \x01(\x0b\x32\x15.telescope.v1.Rollout\x1a\x34\n\x12ModelVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\x89\x02\n\x07Rollout\x12\r\n\x05state\x18\x01 \x01(\t\x12\x1a\n\x12\x66rom_model_version\x18\x02 \x01(\t\x12\x18\n\x10to_model_version\x18\x03 \x01(\t\x12\x12\n\nprefix_dim\x18\x04 \x01(\x05\x12\x1c\n\x14target_model_version\x18\x05 \x01(\t\x12\x12\n\nbackfilled\x18\x06 \x01(\x03\x12\r\n\x05total\x18\x07 \x01(\x03\x12\x10\n\x08\x66raction\x18\x08 \x01(\x01\x12\x18\n\x10\x62\x61\x63kfill_running\x18\t \x01(\x08\x12\x0f\n\x07started\x18\n \x01(\x01\x12\x0f\n\x07updated\x18\x0b \x01(\x01\x12\x16\n\x0e\x62\x61\x63kfill_error\x18\x0c \x01(\t\"$\n\x14GetCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16ListCollectionsRequest\"L\n\x17ListCollectionsResponse\x12\x31\n\x0b\x63ollections\x18\x01 \x03(\x0b\x32\x1c.telescope.v1.CollectionInfo\"\'\n\x17\x44\x65leteCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"*\n\x18\x44\x65leteCollectionResponse\x12\x0e\n\x06points\x18\x01 \x01(\x03\x32\xd3\x02\n\x0b\x43ollections\x12M\n\x06\x43reate\x12%.telescope.v1.CreateCollectionRequest\x1a\x1c.telescope.v1.CollectionInfo\x12G\n\x03Get\x12\".telescope.v1.GetCollectionRequest\x1a\x1c.telescope.v1.CollectionInfo\x12S\n\x04List\x12$.telescope.v1.ListCollectionsRequest\x1a%.telescope.v1.ListCollectionsResponse\x12W\n\x06\x44\x65lete\x12%.telescope.v1.DeleteCollectionRequest\x1a&.telescope.v1.DeleteCollectionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1etelescope/v1/collections.proto\x12\x0ctelescope.v1\"\xa1\x01\n\x17\x43reateCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x10\n\x03\x64im\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x0c\n\x04plan\x18\x04 \x01(\t\x12\x11\n\tstage_one\x18\x05 \x01(\t\x12\x18\n\x10stage_one_params\x18\x06 \x01(\t\x12\x14\n\x0cvector_dtype\x18\x07 \x01(\tB\x06\n\x04_dim\"\xf7\x02\n\x0e\x43ollectionInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06points\x18\x02 \x01(\x03\x12\x0b\n\x03\x64im\x18\x03 \x01(\x05\x12\x14\n\x0c\x64\x65\x66\x61ult_plan\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\x15\n\rmodel_version\x18\x06 \x01(\t\x12G\n\x0emodel_versions\x18\x07 \x03(\x0b\x32/.telescope.v1.CollectionInfo.ModelVersionsEntry\x12\x12\n\ngeneration\x18\x08 \x01(\x03\x12\x11\n\tstage_one\x18\t \x01(\t\x12\x1a\n\x12uncommitted_writes\x18\n \x01(\x03\x12&\n\x07rollout\x18\x0b \x01(\x0b\x32\x15.telescope.v1.Rollout\x12\x14\n\x0cvector_dtype\x18\x0c \x01(\t\x1a\x34\n\x12ModelVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\x89\x02\n\x07Rollout\x12\r\n\x05state\x18\x01 \x01(\t\x12\x1a\n\x12\x66rom_model_version\x18\x02 \x01(\t\x12\x18\n\x10to_model_version\x18\x03 \x01(\t\x12\x12\n\nprefix_dim\x18\x04 \x01(\x05\x12\x1c\n\x14target_model_version\x18\x05 \x01(\t\x12\x12\n\nbackfilled\x18\x06 \x01(\x03\x12\r\n\x05total\x18\x07 \x01(\x03\x12\x10\n\x08\x66raction\x18\x08 \x01(\x01\x12\x18\n\x10\x62\x61\x63kfill_running\x18\t \x01(\x08\x12\x0f\n\x07started\x18\n \x01(\x01\x12\x0f\n\x07updated\x18\x0b \x01(\x01\x12\x16\n\x0e\x62\x61\x63kfill_error\x18\x0c \x01(\t\"$\n\x14GetCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16ListCollectionsRequest\"L\n\x17ListCollectionsResponse\x12\x31\n\x0b\x63ollections\x18\x01 \x03(\x0b\x32\x1c.telescope.v1.CollectionInfo\"\'\n\x17\x44\x65leteCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"*\n\x18\x44\x65leteCollectionResponse\x12\x0e\n\x06points\x18\x01 \x01(\x03\x32\xd3\x02\n\x0b\x43ollections\x12M\n\x06\x43reate\x12%.telescope.v1.CreateCollectionRequest\x1a\x1c.telescope.v1.CollectionInfo\x12G\n\x03Get\x12\".telescope.v1.GetCollectionRequest\x1a\x1c.telescope.v1.CollectionInfo\x12S\n\x04List\x12$.telescope.v1.ListCollectionsRequest\x1a%.telescope.v1.ListCollectionsResponse\x12W\n\x06\x44\x65lete\x12%.telescope.v1.DeleteCollectionRequest\x1a&.telescope.v1.DeleteCollectionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,23 +34,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COLLECTIONINFO_MODELVERSIONSENTRY']._loaded_options = None
   _globals['_COLLECTIONINFO_MODELVERSIONSENTRY']._serialized_options = b'8\001'
   _globals['_CREATECOLLECTIONREQUEST']._serialized_start=49
-  _globals['_CREATECOLLECTIONREQUEST']._serialized_end=188
-  _globals['_COLLECTIONINFO']._serialized_start=191
-  _globals['_COLLECTIONINFO']._serialized_end=544
-  _globals['_COLLECTIONINFO_MODELVERSIONSENTRY']._serialized_start=492
-  _globals['_COLLECTIONINFO_MODELVERSIONSENTRY']._serialized_end=544
-  _globals['_ROLLOUT']._serialized_start=547
-  _globals['_ROLLOUT']._serialized_end=812
-  _globals['_GETCOLLECTIONREQUEST']._serialized_start=814
-  _globals['_GETCOLLECTIONREQUEST']._serialized_end=850
-  _globals['_LISTCOLLECTIONSREQUEST']._serialized_start=852
-  _globals['_LISTCOLLECTIONSREQUEST']._serialized_end=876
-  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_start=878
-  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_end=954
-  _globals['_DELETECOLLECTIONREQUEST']._serialized_start=956
-  _globals['_DELETECOLLECTIONREQUEST']._serialized_end=995
-  _globals['_DELETECOLLECTIONRESPONSE']._serialized_start=997
-  _globals['_DELETECOLLECTIONRESPONSE']._serialized_end=1039
-  _globals['_COLLECTIONS']._serialized_start=1042
-  _globals['_COLLECTIONS']._serialized_end=1381
+  _globals['_CREATECOLLECTIONREQUEST']._serialized_end=210
+  _globals['_COLLECTIONINFO']._serialized_start=213
+  _globals['_COLLECTIONINFO']._serialized_end=588
+  _globals['_COLLECTIONINFO_MODELVERSIONSENTRY']._serialized_start=536
+  _globals['_COLLECTIONINFO_MODELVERSIONSENTRY']._serialized_end=588
+  _globals['_ROLLOUT']._serialized_start=591
+  _globals['_ROLLOUT']._serialized_end=856
+  _globals['_GETCOLLECTIONREQUEST']._serialized_start=858
+  _globals['_GETCOLLECTIONREQUEST']._serialized_end=894
+  _globals['_LISTCOLLECTIONSREQUEST']._serialized_start=896
+  _globals['_LISTCOLLECTIONSREQUEST']._serialized_end=920
+  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_start=922
+  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_end=998
+  _globals['_DELETECOLLECTIONREQUEST']._serialized_start=1000
+  _globals['_DELETECOLLECTIONREQUEST']._serialized_end=1039
+  _globals['_DELETECOLLECTIONRESPONSE']._serialized_start=1041
+  _globals['_DELETECOLLECTIONRESPONSE']._serialized_end=1083
+  _globals['_COLLECTIONS']._serialized_start=1086
+  _globals['_COLLECTIONS']._serialized_end=1425
 # @@protoc_insertion_point(module_scope)

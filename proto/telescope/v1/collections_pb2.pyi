@@ -7,23 +7,25 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CreateCollectionRequest(_message.Message):
-    __slots__ = ("name", "model", "dim", "plan", "stage_one", "stage_one_params")
+    __slots__ = ("name", "model", "dim", "plan", "stage_one", "stage_one_params", "vector_dtype")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
     PLAN_FIELD_NUMBER: _ClassVar[int]
     STAGE_ONE_FIELD_NUMBER: _ClassVar[int]
     STAGE_ONE_PARAMS_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_DTYPE_FIELD_NUMBER: _ClassVar[int]
     name: str
     model: str
     dim: int
     plan: str
     stage_one: str
     stage_one_params: str
-    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., dim: _Optional[int] = ..., plan: _Optional[str] = ..., stage_one: _Optional[str] = ..., stage_one_params: _Optional[str] = ...) -> None: ...
+    vector_dtype: str
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., dim: _Optional[int] = ..., plan: _Optional[str] = ..., stage_one: _Optional[str] = ..., stage_one_params: _Optional[str] = ..., vector_dtype: _Optional[str] = ...) -> None: ...
 
 class CollectionInfo(_message.Message):
-    __slots__ = ("name", "points", "dim", "default_plan", "model", "model_version", "model_versions", "generation", "stage_one", "uncommitted_writes", "rollout")
+    __slots__ = ("name", "points", "dim", "default_plan", "model", "model_version", "model_versions", "generation", "stage_one", "uncommitted_writes", "rollout", "vector_dtype")
     class ModelVersionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +44,7 @@ class CollectionInfo(_message.Message):
     STAGE_ONE_FIELD_NUMBER: _ClassVar[int]
     UNCOMMITTED_WRITES_FIELD_NUMBER: _ClassVar[int]
     ROLLOUT_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_DTYPE_FIELD_NUMBER: _ClassVar[int]
     name: str
     points: int
     dim: int
@@ -53,7 +56,8 @@ class CollectionInfo(_message.Message):
     stage_one: str
     uncommitted_writes: int
     rollout: Rollout
-    def __init__(self, name: _Optional[str] = ..., points: _Optional[int] = ..., dim: _Optional[int] = ..., default_plan: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., model_versions: _Optional[_Mapping[str, int]] = ..., generation: _Optional[int] = ..., stage_one: _Optional[str] = ..., uncommitted_writes: _Optional[int] = ..., rollout: _Optional[_Union[Rollout, _Mapping]] = ...) -> None: ...
+    vector_dtype: str
+    def __init__(self, name: _Optional[str] = ..., points: _Optional[int] = ..., dim: _Optional[int] = ..., default_plan: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., model_versions: _Optional[_Mapping[str, int]] = ..., generation: _Optional[int] = ..., stage_one: _Optional[str] = ..., uncommitted_writes: _Optional[int] = ..., rollout: _Optional[_Union[Rollout, _Mapping]] = ..., vector_dtype: _Optional[str] = ...) -> None: ...
 
 class Rollout(_message.Message):
     __slots__ = ("state", "from_model_version", "to_model_version", "prefix_dim", "target_model_version", "backfilled", "total", "fraction", "backfill_running", "started", "updated", "backfill_error")
