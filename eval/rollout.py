@@ -177,6 +177,11 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _split(sts_file: Path) -> str:
+    """``dev`` for sts-dev.csv / sts-dev.tsv, ``test`` for sts-test.*: the split goes into the report name."""
+    return sts_file.stem.rsplit("-", 1)[-1]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--old", required=True)
@@ -192,6 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache", default=str(DEFAULT_CACHE))
     parser.add_argument("--out", default="docs/results")
     parser.add_argument("--notes", default="")
+    parser.add_argument("--tag", default="", help="appended to the report names (an ablation's setting, say)")
     args = parser.parse_args(argv)
     models = {"old": load_embedder(args.old), "independent": load_embedder(args.independent)}
     for key in ("bct", "bt2"):
@@ -206,12 +212,13 @@ def main(argv: list[str] | None = None) -> None:
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         if dataset == "sts":
             rows, data = sts_rows(models, Path(args.sts), cache, args.fraction, args.seed, base)
-            name, metric = "rollout-stsb-test", "spearman"
+            name, metric = f"rollout-stsb-{_split(Path(args.sts))}", "spearman"
         elif dataset == "beir":
             rows, data = beir_rows(models, Path(args.beir), cache, args.fraction, args.seed, base)
             name, metric = "rollout-scifact-test", "ndcg@10"
         else:
             raise ValueError(f"--datasets: expected sts and/or beir, got {dataset!r}")
+        name += f"-{args.tag}" if args.tag else ""
         for r in rows:
             for k in ("spearman", "ndcg@10", "recall@100", "mrr@10"):
                 if k in r:

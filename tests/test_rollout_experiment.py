@@ -21,7 +21,7 @@ def test_shape_checks_and_half_mask():
 
 def test_experiment_runs_end_to_end_on_tiny_data(tmp_path, tiny_model_path, new_model_path):  # noqa: F811
     words = ["cats", "rivers", "engines", "music", "bread", "salt", "glass", "maps"]
-    sts = tmp_path / "sts.tsv"
+    sts = tmp_path / "sts-dev.tsv"
     sts.write_text("sentence1\tsentence2\tscore\n" + "".join(
         f"{a} and {b}\t{b} or {a}\t{(i * 7) % 5}\n" for i, (a, b) in enumerate(zip(words, words[1:] + words[:1]))))
     beir = tmp_path / "beir"
@@ -33,12 +33,12 @@ def test_experiment_runs_end_to_end_on_tiny_data(tmp_path, tiny_model_path, new_
     (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(4)))
     out = tmp_path / "out"
     main(["--old", str(tiny_model_path), "--independent", str(tiny_model_path), "--bt2", str(new_model_path),
-          "--sts", str(sts), "--beir", str(beir), "--cache", str(tmp_path / "cache"), "--out", str(out)])
-    sts_report = json.loads((out / "rollout-stsb-test.json").read_text())
+          "--sts", str(sts), "--beir", str(beir), "--cache", str(tmp_path / "cache"), "--out", str(out), "--tag", "t1"])
+    sts_report = json.loads((out / "rollout-stsb-dev-t1.json").read_text())  # the split and the tag name it
     names = [r["row"] for r in sts_report["rows"]]
     assert names[0] == "old/old" and "BT^2 new/old" in names and names[-1] == "BT^2 queries, 50% backfilled"
     assert sts_report["rows"][names.index("BT^2 new/old")]["dim"] == 64
-    scifact = json.loads((out / "rollout-scifact-test.json").read_text())
+    scifact = json.loads((out / "rollout-scifact-test-t1.json").read_text())
     mixed = scifact["rows"][-1]
     assert mixed["stored_versions"] == {"tiny-bert:1": 4, "tiny-bt2:1": 4} and 0 <= mixed["ndcg@10"] <= 100
-    assert "bt2_new_old_above_old_old" in scifact["shape_checks"] and (out / "rollout-scifact-test.md").is_file()
+    assert "bt2_new_old_above_old_old" in scifact["shape_checks"] and (out / "rollout-scifact-test-t1.md").is_file()
