@@ -47,9 +47,15 @@ def index(
     workdir: Annotated[Optional[Path], typer.Option(help="Where the benchmark's collections are written (removed after; default: the temp dir).")] = None,
     out: Annotated[Path, typer.Option(help="Directory of the JSON, markdown and PNG report.")] = Path("docs/results"),
     name: Annotated[str, typer.Option(help="Report file name (no extension).")] = "bench-index",
+    rejudge: Annotated[Optional[Path], typer.Option(help="Only judge the targets of this report's JSON again and rewrite its .md/.png (measures nothing).")] = None,
 ) -> None:
     """Search the same vectors with exact and HNSW FAISS indexes and with telescope plans: queries/s at batch 1
     and 64, recall@10 against exact, memory, build time, and a recall/queries-per-second plot."""
+    if rejudge is not None:
+        from telescope.eval.bench_index import rejudge as rejudge_report
+
+        Console(stderr=True).print("rewrote " + ", ".join(str(p) for p in rejudge_report(rejudge)))
+        return
     from telescope.embedder import load_embedder
     from telescope.eval.bench_index import Options, markdown, run_bench_index
     from telescope.eval.cache import EmbeddingCache

@@ -391,7 +391,8 @@ def _hnsw_qps_at(hnsw: list[dict], recall: float, key: str) -> tuple[float | Non
 
 def targets(scale: dict, recall_target: float = 0.99, speedup_target: float = 10.0) -> dict:
     """Issue 9's targets on one scale: a plan with recall@10 >= 0.99 runs >= 10x faster than exact search, and
-    beats full-dim HNSW at equal recall in queries/s and in memory. Judged per batch size."""
+    beats full-dim HNSW at equal recall in queries/s and in memory. Judged per batch size. A plan whose recall no
+    measured efSearch reaches is not compared with HNSW (a larger efSearch might reach it): it does not count."""
     exact = next(p for p in scale["points"] if p["method"] == "exact")
     hnsw = [p for p in scale["points"] if p["method"].startswith("faiss HNSW")]
     plans = [p for p in scale["points"] if p["method"].startswith("telescope") and p["recall_at_10"] >= recall_target]
@@ -410,7 +411,7 @@ def targets(scale: dict, recall_target: float = 0.99, speedup_target: float = 10
                 "hnsw_how": how,
                 "memory_vs_hnsw": p["memory_bytes"] / hnsw_memory if hnsw_memory else None,
                 "fast": speedup >= speedup_target,
-                "beats_hnsw_qps": hnsw_qps is None or p[key] > hnsw_qps,
+                "beats_hnsw_qps": hnsw_qps is not None and p[key] > hnsw_qps,
                 "beats_hnsw_memory": hnsw_memory is not None and p["memory_bytes"] < hnsw_memory,
             })
         meets = [r for r in rows if r["fast"] and r["beats_hnsw_qps"] and r["beats_hnsw_memory"]]
@@ -471,11 +472,12 @@ def markdown(report: dict) -> str:
                 lines.append(f"- {name}: no telescope plan reached recall@10 >= {t['recall_target']} (target not met)")
                 continue
             for r in rows:
-                hnsw = ("HNSW does not reach it" if r["hnsw_qps_at_equal_recall"] is None
+                hnsw = ("no efSearch tried reaches it, not compared" if r["hnsw_qps_at_equal_recall"] is None
                         else f"HNSW {r['hnsw_qps_at_equal_recall']:,.0f} q/s at equal recall ({r['hnsw_how']})")
                 lines.append(
                     f"- {name}: {r['plan']}: recall@10 {r['recall_at_10']:.3f}, {r['speedup_vs_exact']:.1f}x exact "
-                    f"({'>=' if r['fast'] else '<'} {t['speedup_target']:.0f}x); {hnsw}: {'faster' if r['beats_hnsw_qps'] else 'slower'}; "
+                    f"({'>=' if r['fast'] else '<'} {t['speedup_target']:.0f}x); {hnsw}"
+                    f"{'' if r['hnsw_qps_at_equal_recall'] is None else ': faster' if r['beats_hnsw_qps'] else ': slower'}; "
                     f"memory {r['memory_vs_hnsw']:.2f}x HNSW's ({'less' if r['beats_hnsw_memory'] else 'more'})"
                 )
             lines.append(f"- {name}: all three targets met by one plan: {'yes' if t[label]['met'] else 'no'}")
@@ -516,6 +518,14 @@ def plot(report: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def rejudge(path: Path) -> list[Path]:
+    """Judge the targets of a written report again (after a change to :func:`targets`), measuring nothing."""
+    report = json.loads(Path(path).read_text())
+    for scale in report["scales"]:
+        scale["targets"] = targets(scale)
+    return write(report, Path(path).parent, Path(path).stem)
 
 
 def write(report: dict, out: Path, name: str) -> list[Path]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from tests.cli_helpers import run_cli
 from tests.conftest import shared_path
@@ -90,3 +91,24 @@ def test_collection_memory_bytes_counts_vectors_and_built_stage_ones(tmp_path):
         c.search_rows(vectors[:2], 5, "16:20,48:5")
         held = c.memory_bytes()
         assert held["stage_one"][16] > 300 * 16 * 4  # the prefixes plus the graph's links
+
+
+def test_a_plan_beyond_every_measured_hnsw_recall_is_not_counted_as_beating_it():
+    from telescope.eval.bench_index import targets
+
+    def point(method, setting, recall, qps, memory):
+        return {"method": method, "setting": setting, "recall_at_10": recall, "qps_batch1": qps, "qps_batch": qps,
+                "memory_bytes": memory}
+
+    scale = {"points": [point("exact", "IndexFlatIP", 1.0, 5, 100),
+                        point("faiss HNSW32, full dim", "efSearch=64", 0.98, 900, 120),
+                        point("faiss HNSW32, full dim", "efSearch=128", 0.99, 500, 120),
+                        point("telescope, compact", "a", 0.995, 60, 80),
+                        point("telescope, compact", "b", 0.99, 600, 80)]}
+    judged = targets(scale)["batch1"]
+    beyond, within = judged["plans"]
+    assert beyond["hnsw_qps_at_equal_recall"] is None and not beyond["beats_hnsw_qps"]
+    assert within["hnsw_qps_at_equal_recall"] == pytest.approx(500) and within["beats_hnsw_qps"] and within["fast"]
+    assert judged["met"]  # by plan b alone
+    scale["points"].pop()
+    assert not targets(scale)["batch1"]["met"]
