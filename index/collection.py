@@ -103,8 +103,8 @@ class Collection:
         """A new, empty collection of ``dim``-dimensional vectors at ``path``.
 
         ``vector_dtype`` ``"float16"`` holds (and stores) the full vectors at half the bytes; re-ranking scores
-        upcast rows in float32 (see telescope.index.rows). ``properties`` is free-form JSON kept in the manifest (which model embeds queries, for example); the
-        index does not interpret it.
+        upcast rows in float32 (see telescope.index.rows). ``properties`` is free-form JSON kept in the manifest
+        (which model embeds queries, for example); the index does not interpret it.
         """
         path = Path(path)
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
