@@ -12,6 +12,7 @@ import pytest
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from index_helpers import nested_vectors
 from server_helpers import DIM, fill, running_server, self_signed_cert
 from telescope.index import Collection
 from telescope.proto.telescope.v1 import embed_pb2, search_pb2
@@ -48,6 +49,17 @@ def test_collections_create_get_list_delete(client, tiny_model_path):
     with pytest.raises(RemoteError) as e:
         client.get_collection("scratch")
     assert e.value.code == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_float16_collection_over_grpc_says_so_and_finds_its_points(client):
+    info = client.create_collection("half", plan="16:50,64:5", stage_one="HNSW16,SQ8", vector_dtype="float16")
+    assert (info.vector_dtype, info.stage_one) == ("float16", "HNSW16,SQ8")
+    vectors = nested_vectors(300, DIM, seed=5)
+    client.upsert("half", [f"h{i}" for i in range(300)], vectors=vectors)
+    hits = client.search("half", vector=vectors[7], k=5).hits
+    assert hits[0].id == "h7" and hits[0].score == pytest.approx(1.0, abs=1e-3)  # float16 rows: ~1e-4 off
+    assert client.get_collection("half").vector_dtype == "float16"
+    assert client.delete_collection("half") == 300
 
 
 def test_vector_search_finds_the_stored_point_and_matches_the_local_index(client, docs, server):
