@@ -100,6 +100,22 @@ def set_switch_interval(ms: float) -> None:
     sys.setswitchinterval(ms / 1000)
 
 
+def grpc_server(max_workers: int, limits: Limits, gzip: bool, interceptors: list | None = None) -> grpc.Server:
+    """The gRPC sync server every telescope service runs on: a thread pool, the message-size and concurrency limits,
+    gzip; one place, so the benchmark's canned floor (server/bench.py) is the same server."""
+    return grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="telescope-rpc"),
+        interceptors=interceptors or [],
+        options=[
+            ("grpc.max_receive_message_length", limits.max_message_bytes),
+            ("grpc.max_send_message_length", limits.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ],
+        maximum_concurrent_rpcs=limits.max_concurrent_rpcs,
+        compression=grpc.Compression.Gzip if gzip else None,
+    )
+
+
 class TelescopeServer:
     def __init__(self, config: ServerConfig):
         self.config = config
@@ -120,18 +136,7 @@ class TelescopeServer:
     def start(self) -> int:
         """Bind and start answering (health NOT_SERVING until ``load``); returns the bound port."""
         c = self.config
-        limits = c.limits
-        server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=c.max_workers, thread_name_prefix="telescope-rpc"),
-            interceptors=[TokenAuth(c.token)] if c.token else [],
-            options=[
-                ("grpc.max_receive_message_length", limits.max_message_bytes),
-                ("grpc.max_send_message_length", limits.max_message_bytes),
-                ("grpc.so_reuseport", 0),
-            ],
-            maximum_concurrent_rpcs=limits.max_concurrent_rpcs,
-            compression=grpc.Compression.Gzip if c.gzip else None,
-        )
+        server = grpc_server(c.max_workers, c.limits, c.gzip, [TokenAuth(c.token)] if c.token else [])
         collections_pb2_grpc.add_CollectionsServicer_to_server(CollectionsServicer(self.state), server)
         points_pb2_grpc.add_PointsServicer_to_server(PointsServicer(self.state), server)
         search_pb2_grpc.add_SearchServicer_to_server(SearchServicer(self.state), server)

@@ -237,14 +237,10 @@ class _CannedSearch(search_pb2_grpc.SearchServicer):
 
 
 def _serve_canned(response: bytes, max_workers: int, gzip: bool, ports) -> None:
-    from concurrent import futures
+    from telescope.server.app import grpc_server
+    from telescope.server.limits import Limits
 
-    import grpc
-
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers), options=[("grpc.so_reuseport", 0)],
-        compression=grpc.Compression.Gzip if gzip else None,
-    )
+    server = grpc_server(max_workers, Limits(), gzip)
     search_pb2_grpc.add_SearchServicer_to_server(_CannedSearch(response), server)
     ports.put(server.add_insecure_port("127.0.0.1:0"))
     server.start()
@@ -253,7 +249,7 @@ def _serve_canned(response: bytes, max_workers: int, gzip: bool, ports) -> None:
 
 class CannedServer:
     """A child process serving telescope.v1.Search on a free loopback port, every answer ``response`` (bytes of a
-    SearchResponse): the server's thread pool and gzip as ``telescope serve`` has them, no collection, no checks."""
+    SearchResponse): ``telescope serve``'s own gRPC server (``app.grpc_server``), no collection, no checks."""
 
     def __init__(self, response: bytes, max_workers: int = 32, gzip: bool = True):
         import multiprocessing
