@@ -5,8 +5,10 @@ old one), ``bct`` (trained with the influence loss, same dim as old) and ``bt2``
 old). Each is encoded once per text list at its last layer (``EmbeddingCache``: nothing is encoded twice across
 runs). Rows, "query model / document model", each compared on the prefix the pair shares:
 
-- STS-B test (Spearman x100 of cosine vs gold; sentence1 by the query model, sentence2 by the document model);
-- BEIR SciFact test (nDCG@10, Recall@100, MRR@10 by pytrec_eval over the top 100 of exact search);
+- STS-B (``--sts``: test by default, the dev file to choose settings; Spearman x100 of cosine vs gold;
+  sentence1 by the query model, sentence2 by the document model);
+- BEIR SciFact (nDCG@10, Recall@100, MRR@10 by pytrec_eval over the top 100 of exact search); the test
+  queries by default, ``--beir-split train`` to choose settings on the train queries;
 - "half-backfilled": a random half (seeded) of the documents (STS: of the sentence2 side) re-embedded by BT^2,
   the rest old. For SciFact this runs through a real ``Collection``: old vectors stored at their dim, the
   collection widened, the backfilled half upserted as the new version, BT^2 queries searched with the exact
@@ -106,8 +108,8 @@ def sts_rows(models: dict[str, Embedder], sts_file: Path, cache: EmbeddingCache,
 
 
 def beir_rows(models: dict[str, Embedder], root: Path, cache: EmbeddingCache, fraction: float, seed: int,
-              base: Embedder | None) -> tuple[list[dict], dict]:
-    data = read_beir(root, "test")
+              base: Embedder | None, split: str = "test") -> tuple[list[dict], dict]:
+    data = read_beir(root, split)
     docs = {k: vectors_of(cache, m, data.doc_texts, base) for k, m in models.items()}
     queries = {k: vectors_of(cache, m, data.query_texts, base) for k, m in models.items()}
     rows = []
@@ -191,6 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--base", default="default", help="the model --old was cut from (reuses its cached early exit)")
     parser.add_argument("--sts", default=str(DATA / "stsb" / "sts-test.csv"))
     parser.add_argument("--beir", default=str(DATA / "beir" / "scifact"))
+    parser.add_argument("--beir-split", default="test", help="qrels split: train to choose settings, test to report")
     parser.add_argument("--datasets", default="sts,beir")
     parser.add_argument("--fraction", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=0)
@@ -214,8 +217,8 @@ def main(argv: list[str] | None = None) -> None:
             rows, data = sts_rows(models, Path(args.sts), cache, args.fraction, args.seed, base)
             name, metric = f"rollout-stsb-{_split(Path(args.sts))}", "spearman"
         elif dataset == "beir":
-            rows, data = beir_rows(models, Path(args.beir), cache, args.fraction, args.seed, base)
-            name, metric = "rollout-scifact-test", "ndcg@10"
+            rows, data = beir_rows(models, Path(args.beir), cache, args.fraction, args.seed, base, args.beir_split)
+            name, metric = f"rollout-scifact-{args.beir_split}", "ndcg@10"
         else:
             raise ValueError(f"--datasets: expected sts and/or beir, got {dataset!r}")
         name += f"-{args.tag}" if args.tag else ""

@@ -42,3 +42,10 @@ def test_experiment_runs_end_to_end_on_tiny_data(tmp_path, tiny_model_path, new_
     mixed = scifact["rows"][-1]
     assert mixed["stored_versions"] == {"tiny-bert:1": 4, "tiny-bt2:1": 4} and 0 <= mixed["ndcg@10"] <= 100
     assert "bt2_new_old_above_old_old" in scifact["shape_checks"] and (out / "rollout-scifact-test-t1.md").is_file()
+    # settings are chosen on the train queries: the split names the report and picks the judgements
+    (beir / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i + 4}\t1\n" for i in range(4)))
+    main(["--old", str(tiny_model_path), "--independent", str(tiny_model_path), "--bt2", str(new_model_path),
+          "--datasets", "beir", "--beir-split", "train", "--beir", str(beir), "--cache", str(tmp_path / "cache"),
+          "--out", str(out)])
+    train = json.loads((out / "rollout-scifact-train.json").read_text())
+    assert train["data"]["queries"] == 4 and train["rows"] != scifact["rows"]
