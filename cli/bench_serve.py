@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+RECALL_SAMPLE = 200  # vector queries whose hits are checked against exact search
 DEMO_TEXTS = Path(__file__).resolve().parents[1] / "data" / "demo" / "wordnet_glosses_20k.tsv.gz"
 
 
@@ -36,9 +37,9 @@ def bench_serve(
     queries: Annotated[str, typer.Option(help="Query kinds: vector, text or both.")] = "vector,text",
     cache: Annotated[Path, typer.Option(help="Where the collection is built and kept.")] = Path(".cache/bench-serve"),
     out: Annotated[Path, typer.Option(help="JSON report (a .md table is written beside it).")] = Path("docs/results/bench_serve.json"),
-    max_workers: Annotated[int, typer.Option(help="Server threads.")] = 32,
+    max_workers: Annotated[int, typer.Option(help="The server's --max-workers (threads for calls not answered on its event loop).")] = 32,
     switch_interval_ms: Annotated[float, typer.Option(help="The server's --switch-interval-ms.")] = 5.0,
-    client_processes: Annotated[int, typer.Option(help="Processes the client threads are spread over.")] = 1,
+    client_processes: Annotated[int, typer.Option(help="Processes the clients are spread over.")] = 1,
     floor: Annotated[bool, typer.Option(help="Also measure vector queries against a server answering one canned response (gRPC and the clients alone).")] = True,
 ) -> None:
     """Start `telescope serve` on the benchmark collection and measure C closed-loop clients per query kind."""
@@ -49,7 +50,9 @@ def bench_serve(
 
     from telescope.embedder import load_embedder
     from telescope.pipelines.sources import read_table, texts_from
-    from telescope.server.bench import CannedServer, Searches, build_collection, query_vectors, run_clients
+    from telescope.index import exact_search
+    from telescope.index.autoplan import recall_at_k
+    from telescope.server.bench import CannedServer, Searches, build_collection, nested_vectors, query_vectors, run_clients
     from telescope.server.hits import PayloadCache, search_response
     from telescope.server.process import ServerProcess
 
@@ -71,10 +74,15 @@ def bench_serve(
     )
     build_s = time.perf_counter() - t0
     vectors = query_vectors(min(points, 10_000), dim)
+    # what the served plan finds: recall@k against exact full-dim search on a sample of the queries (rows are
+    # stored in the order of nested_vectors, so a row number is the vector's index)
+    sample = vectors[:RECALL_SAMPLE]
+    recall = recall_at_k(collection.search_rows(sample, k)[1], exact_search(nested_vectors(points, dim), sample, k))
     canned = search_response(collection.search_records(vectors[:1], k)[0], True, PayloadCache())
     canned.plan, canned.model_version = str(collection.default_plan.for_k(k)), embedder.manifest.tag
     collection.close()
-    console.print(f"collection: {points:,} x {dim} ({stage_one} {stage_one_params}, plan {plan}) ready in {build_s:.0f} s")
+    console.print(f"collection: {points:,} x {dim} ({stage_one} {stage_one_params}, plan {plan}) ready in {build_s:.0f} s; "
+                  f"recall@{k} of the plan against exact search {recall:.3f} ({len(sample)} queries)")
     _, texts, _ = texts_from(read_table(DEMO_TEXTS, "tsv"))
     texts = texts[-500:]  # the demo's held-out glosses
 
@@ -102,7 +110,7 @@ def bench_serve(
         for kind in kinds:
             measure(server.target, server.process.pid, kind, calls[kind])
     if floor and "vector" in kinds:
-        with CannedServer(canned.SerializeToString(), max_workers=max_workers) as server:
+        with CannedServer(canned.SerializeToString()) as server:
             measure(server.target, server.process.pid, "floor", calls["vector"])
     at16 = [r for r in results if r["query"] == "vector" and r["clients"] == 16]
     report = {
@@ -121,7 +129,8 @@ def bench_serve(
         "collection": {"points": points, "dim": dim, "plan": plan, "stage_one": stage_one,
                        "stage_one_params": stage_one_params, "vectors_sha256_16": data_hash,
                        "data": "prefix-structured random unit vectors, seed 0 (telescope.server.bench.nested_vectors)",
-                       "build_or_load_s": round(build_s, 1)},
+                       "build_or_load_s": round(build_s, 1),
+                       "recall_at_k_vs_exact": round(recall, 4), "recall_queries": len(sample)},
         "model": {"tag": embedder.manifest.tag, "hash": embedder.model_hash},
         "queries": {"vector": "stored vectors + 0.05 noise, 10k distinct", "text": "500 held-out WordNet glosses of the demo",
                     "floor": "the vector queries against telescope.server.bench.CannedServer (same gRPC server setup, "
@@ -129,8 +138,8 @@ def bench_serve(
                     "k": k},
         "server": {"max_workers": max_workers, "switch_interval_ms": switch_interval_ms, "gzip": True,
                    "process": "telescope serve (child process)"},
-        "clients": {"how": "closed loop, one telescope.server.client.Client (own channel) per thread, threads spread "
-                           f"over up to {client_processes} process(es)"},
+        "clients": {"how": "closed loop, one grpc.aio channel and connection per client, prebuilt requests "
+                           f"(telescope.server.bench.run_clients), clients spread over {client_processes} process(es)"},
         "results": results,
         "target": {"vector_p99_ms_at_16_clients": 25.0,
                    "met": bool(at16) and all(r["p99_ms"] < 25.0 and r["errors"] == 0 for r in at16)},
@@ -166,7 +175,9 @@ def _markdown(report: dict) -> str:
         f"clients and server on the same machine; clients: {report['clients']['how']}.",
         "",
         f"Collection: {c['points']:,} x {c['dim']} {c['data']}; stage one {c['stage_one']} {c['stage_one_params']}, "
-        f"plan {c['plan']}, k={report['queries']['k']}. Text queries embedded by {report['model']['tag']} on the server.",
+        f"plan {c['plan']}, k={report['queries']['k']} (recall@{report['queries']['k']} against exact full-dim search "
+        f"{c['recall_at_k_vs_exact']:.3f} on {c['recall_queries']} of the vector queries). "
+        f"Text queries embedded by {report['model']['tag']} on the server.",
         "",
         "| query | clients | QPS | p50 ms | p90 ms | p99 ms | errors | server CPU ms/call | clients CPU ms/call |",
         "|---|---|---|---|---|---|---|---|---|",

@@ -30,7 +30,7 @@ def serve(
     tls_cert: Annotated[Optional[Path], typer.Option(help="PEM certificate chain: serve TLS (with --tls-key).")] = None,
     tls_key: Annotated[Optional[Path], typer.Option(help="PEM private key of --tls-cert.")] = None,
     model: Annotated[str, typer.Option(help="Model for Embed calls and new collections: 'default' or a folder.")] = "default",
-    max_workers: Annotated[int, typer.Option(help="Threads answering calls.")] = 16,
+    max_workers: Annotated[int, typer.Option(help="Threads for the calls not answered on the event loop (text queries, writes, embeds, long searches).")] = 16,
     grace: Annotated[float, typer.Option(help="Seconds calls in flight may take to finish at shutdown.")] = 30.0,
     gzip: Annotated[bool, typer.Option(help="Compress responses with gzip for clients that accept it.")] = True,
     compute_threads: Annotated[int, typer.Option(help="torch and FAISS threads per call (calls run in parallel).")] = 1,

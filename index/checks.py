@@ -91,7 +91,7 @@ def check_finite_nonzero(vectors: np.ndarray, field: str) -> None:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise ValueError(f"{field}[{i}]: expected finite values, got {vectors[i][~np.isfinite(vectors[i])][0]}")
-    norms = np.linalg.norm(vectors, axis=1)
-    if (norms == 0).any():
-        i = int(np.flatnonzero(norms == 0)[0])
+    zero = ~vectors.any(axis=1)
+    if zero.any():
+        i = int(np.flatnonzero(zero)[0])
         raise ValueError(f"{field}[{i}]: expected a non-zero vector, got all zeros")

@@ -184,6 +184,19 @@ class Collection:
     def default_plan(self) -> Plan:
         return Plan.parse(self._manifest["default_plan"])
 
+    @property
+    def lock(self) -> threading.RLock:
+        """The re-entrant lock every read and write of this collection takes (a holder sees one state)."""
+        return self._lock
+
+    def exact_scan_size(self, dim: int) -> int:
+        """Coordinates a stage one at prefix ``dim`` reads per query when it scans every row (Flat: rows x dim);
+        0 when the configured index there does not (HNSW, IVF)."""
+        cfg = self._manifest["stage_one"]
+        if dim == cfg["dim"] and not cfg["factory"].startswith("Flat"):
+            return 0
+        return self._rows.n * dim
+
     def _load(self) -> None:
         m = self._manifest
         for seg in m["segments"]:

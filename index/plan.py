@@ -13,6 +13,7 @@ number of results; ``search(k=...)`` returns ``k`` results and raises every shor
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -42,6 +43,10 @@ class Plan:
 
     @classmethod
     def parse(cls, text: str) -> "Plan":
+        return _parsed(text) if cls is Plan else cls._parse(text)
+
+    @classmethod
+    def _parse(cls, text: str) -> "Plan":
         stages = []
         for part in [p.strip() for p in text.split(",") if p.strip()]:
             dim, sep, keep = part.partition(":")
@@ -72,6 +77,7 @@ class Plan:
                 )
         return cls(tuple(stages))
 
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 - plans are immutable and few; every search asks this
     def for_k(self, k: int) -> "Plan":
         """This plan returning ``k`` results: the last stage keeps k, no shortlist is shorter than k."""
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
@@ -108,5 +114,12 @@ class Plan:
             cost += prev.keep * s.dim
         return cost
 
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 - as for_k
     def __str__(self) -> str:
         return ",".join(f"{s.dim}:{s.keep}" for s in self.stages)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed(text: str) -> Plan:
+    """``Plan.parse``, once per written form (a server parses its collections' plans on every search)."""
+    return Plan._parse(text)

@@ -34,7 +34,7 @@ faiss.cvar.distance_compute_blas_threshold = 20
 def prefix_normalize(vectors: np.ndarray, dim: int) -> np.ndarray:
     """The first ``dim`` coordinates of each row, scaled to unit length (float32, C-contiguous)."""
     prefix = np.ascontiguousarray(vectors[..., :dim], dtype=np.float32)
-    norms = np.linalg.norm(prefix, axis=-1, keepdims=True)
+    norms = np.sqrt(np.einsum("...i,...i->...", prefix, prefix))[..., None]  # np.linalg.norm's, 4x faster on one row
     return prefix / np.maximum(norms, 1e-12)
 
 

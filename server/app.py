@@ -6,11 +6,17 @@ health to NOT_SERVING, refuses new calls, lets calls in flight finish for up to 
 commits and closes every collection. Gzip compresses responses to clients that accept it; requests in gzip
 are always accepted. Messages up to 64 MiB; over that, and over ``max_concurrent_rpcs`` calls at once, gRPC
 itself answers RESOURCE_EXHAUSTED. Binds 127.0.0.1 unless told otherwise.
+
+The server is gRPC's asyncio server on an event loop of its own (``EventLoopThread``): short vector searches
+are answered on the loop, every other call in a pool of ``max_workers`` threads (``bridge``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import logging
+import threading
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +37,7 @@ from telescope.proto.telescope.v1 import (
     search_pb2_grpc,
 )
 from telescope.server.auth import TokenAuth
+from telescope.server.bridge import add_servicer
 from telescope.server.collections import CollectionsServicer
 from telescope.server.embed import EmbedServicer
 from telescope.server.limits import Limits
@@ -100,11 +107,11 @@ def set_switch_interval(ms: float) -> None:
     sys.setswitchinterval(ms / 1000)
 
 
-def grpc_server(max_workers: int, limits: Limits, gzip: bool, interceptors: list | None = None) -> grpc.Server:
-    """The gRPC sync server every telescope service runs on: a thread pool, the message-size and concurrency limits,
-    gzip; one place, so the benchmark's canned floor (server/bench.py) is the same server."""
-    return grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="telescope-rpc"),
+def grpc_server(limits: Limits, gzip: bool, interceptors: list | None = None) -> grpc.aio.Server:
+    """The gRPC server every telescope service runs on (asyncio; servicers added through ``bridge.add_servicer``):
+    the message-size and concurrency limits, gzip; one place, so the benchmark's canned floor (server/bench.py)
+    is the same server. Call on the event loop that will run it."""
+    return grpc.aio.server(
         interceptors=interceptors or [],
         options=[
             ("grpc.max_receive_message_length", limits.max_message_bytes),
@@ -116,13 +123,32 @@ def grpc_server(max_workers: int, limits: Limits, gzip: bool, interceptors: list
     )
 
 
+class EventLoopThread:
+    """An asyncio event loop on a daemon thread; ``call(coroutine)`` runs one there and returns its result."""
+
+    def __init__(self, name: str = "telescope-grpc"):
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self._thread.start()
+
+    def call(self, coroutine, timeout: float | None = None):
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+
 class TelescopeServer:
     def __init__(self, config: ServerConfig):
         self.config = config
         self.state = ServerState(Registry(config.data_dir, config.model), config.limits)
-        self.health = health.HealthServicer()
+        self.health = health.aio.HealthServicer()
         self.port: int | None = None
-        self._server: grpc.Server | None = None
+        self._server: grpc.aio.Server | None = None
+        self._loop: EventLoopThread | None = None
+        self._pool: futures.ThreadPoolExecutor | None = None
 
     @property
     def stats(self):
@@ -135,15 +161,26 @@ class TelescopeServer:
 
     def start(self) -> int:
         """Bind and start answering (health NOT_SERVING until ``load``); returns the bound port."""
-        c = self.config
-        server = grpc_server(c.max_workers, c.limits, c.gzip, [TokenAuth(c.token)] if c.token else [])
-        collections_pb2_grpc.add_CollectionsServicer_to_server(CollectionsServicer(self.state), server)
-        points_pb2_grpc.add_PointsServicer_to_server(PointsServicer(self.state), server)
-        search_pb2_grpc.add_SearchServicer_to_server(SearchServicer(self.state), server)
-        embed_pb2_grpc.add_EmbedServicer_to_server(EmbedServicer(self.state), server)
+        self._loop = EventLoopThread()
+        self._pool = futures.ThreadPoolExecutor(max_workers=self.config.max_workers, thread_name_prefix="telescope-rpc")
+        try:
+            self.port = self._loop.call(self._start())
+        except BaseException:
+            self._close_loop()
+            raise
+        return self.port
+
+    async def _start(self) -> int:
+        c, pool = self.config, self._pool
+        server = grpc_server(c.limits, c.gzip, [TokenAuth(c.token)] if c.token else [])
+        search = SearchServicer(self.state)
+        add_servicer(collections_pb2_grpc.add_CollectionsServicer_to_server, CollectionsServicer(self.state), server, pool)
+        add_servicer(points_pb2_grpc.add_PointsServicer_to_server, PointsServicer(self.state), server, pool)
+        add_servicer(search_pb2_grpc.add_SearchServicer_to_server, search, server, pool, inline={"Search": search.inline})
+        add_servicer(embed_pb2_grpc.add_EmbedServicer_to_server, EmbedServicer(self.state), server, pool)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         for service in ["", *SERVICES]:
-            self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+            await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         reflection.enable_server_reflection([*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
         address = f"[{c.host}]:{c.port}" if ":" in c.host else f"{c.host}:{c.port}"
         try:
@@ -156,22 +193,38 @@ class TelescopeServer:
             raise RuntimeError(f"--host/--port: cannot bind {address} ({e})") from None
         if port == 0:
             raise RuntimeError(f"--host/--port: cannot bind {address} (in use or not a local address)")
-        server.start()
-        self._server, self.port = server, port
+        await server.start()
+        self._server = server
         return port
 
     def load(self) -> list[str]:
         """Open every collection and its model, then report SERVING; returns the collection names."""
         names = self.state.registry.load()
+        # What loading made lives as long as the server: out of the collector's sight, a full collection no longer
+        # walks it (torch, the models and the collections are ~500k objects; a full pass over them took 390 ms).
+        gc.freeze()
         self.state.loaded.set()
-        for service in ["", *SERVICES]:
-            self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        self._loop.call(self._set_health(health_pb2.HealthCheckResponse.SERVING))
         return names
 
+    async def _set_health(self, status: int) -> None:
+        for service in ["", *SERVICES]:
+            await self.health.set(service, status)
+
     def stop(self, grace: float = 30.0) -> list[str]:
-        """Drain and shut down: NOT_SERVING, no new calls, calls in flight finish (up to ``grace`` s), commit all."""
-        self.health.enter_graceful_shutdown()
+        """Drain and shut down: NOT_SERVING, no new calls, calls in flight finish (up to ``grace`` s; work still
+        running in the pool after that sees its call cancelled and stops at its next check), commit all."""
         if self._server is not None:
-            self._server.stop(grace).wait()
+            self._loop.call(self.health.enter_graceful_shutdown())
+            self._loop.call(self._server.stop(grace))
             self._server = None
+        self._close_loop()
         return self.state.registry.close()
+
+    def _close_loop(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)  # no write still running when the collections commit
+            self._pool = None
+        if self._loop is not None:
+            self._loop.close()
+            self._loop = None

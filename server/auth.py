@@ -1,4 +1,4 @@
-"""Bearer-token authentication: a gRPC server interceptor.
+"""Bearer-token authentication: a gRPC (asyncio) server interceptor.
 
 Clients send metadata ``authorization: Bearer <token>``. A call without it, or with another token, ends with
 UNAUTHENTICATED before its servicer runs. The health service stays open (load balancers and orchestrators
@@ -34,12 +34,12 @@ def read_token(token: str | None = None, token_file: str | Path | None = None) -
     return token
 
 
-class TokenAuth(grpc.ServerInterceptor):
+class TokenAuth(grpc.aio.ServerInterceptor):
     def __init__(self, token: str):
         self._expected = f"Bearer {token}".encode()
 
-    def intercept_service(self, continuation, handler_call_details: grpc.HandlerCallDetails):
-        handler = continuation(handler_call_details)
+    async def intercept_service(self, continuation, handler_call_details: grpc.HandlerCallDetails):
+        handler = await continuation(handler_call_details)
         if handler is None or handler_call_details.method.startswith(OPEN_METHODS):
             return handler
         metadata = dict(handler_call_details.invocation_metadata or ())
@@ -57,8 +57,8 @@ class TokenAuth(grpc.ServerInterceptor):
 def _refusal(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
     """A handler of the same kind as ``handler`` that ends the call with UNAUTHENTICATED."""
 
-    def refuse(request_or_iterator, context: grpc.ServicerContext):
-        context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+    async def refuse(request_or_iterator, context: grpc.aio.ServicerContext):
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
     kinds = {
         (False, False): grpc.unary_unary_rpc_method_handler,

@@ -2,30 +2,33 @@
 
 ``build_collection`` writes a collection of prefix-structured random unit vectors (coordinate j scaled by
 1/sqrt(j+1), points around cluster centres: the shape of Matryoshka vectors, so coarse-to-fine plans behave as
-on real embeddings) with a stored model for text queries. ``run_clients`` runs C threads, each with its own
-channel, each sending its next request as soon as the last one returned, for T seconds after a warm-up, and
-counts every failed call. The threads can be spread over several processes: sixteen callers in one Python
-process wait on each other's GIL, which the server's latency should not include. ``CannedServer`` is the floor
-under those figures: the same gRPC sync server (thread pool, gzip, options) answering every Search with one
-fixed response, so what it costs per call is gRPC and the clients alone. No benchmark tool for gRPC ships in
-Python (ghz is a Go binary), hence this module.
+on real embeddings) with a stored model for text queries. ``run_clients`` runs C clients, each with its own
+channel and connection, each sending its next request as soon as the last one returned, for T seconds after a
+warm-up, and counts every failed call. The clients are coroutines on ``grpc.aio`` sending prebuilt requests, as
+ghz's are goroutines: on a 2-core machine the load generator shares the server's cores, and a client per thread
+(``telescope.server.client.Client``) cost 0.85 ms of CPU per call against 0.4 here. They can be spread over
+several processes. ``CannedServer`` is the floor under those figures: the same gRPC server (``app.grpc_server``,
+``bridge``, gzip, options) answering every Search on the event loop with one fixed response, so what it costs
+per call is gRPC and the clients alone. No benchmark tool for gRPC ships in Python (ghz is a Go binary), hence
+this module.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import grpc
 import numpy as np
 
 from telescope.index import Collection
 from telescope.proto.telescope.v1 import search_pb2, search_pb2_grpc
-from telescope.server.client import Client, RemoteError
+from telescope.server.convert import vector_message
 
 
 def nested_vectors(n: int, dim: int, seed: int = 0, clusters: int = 1000) -> np.ndarray:
@@ -76,17 +79,23 @@ def query_vectors(n: int, dim: int, seed: int = 1, noise: float = 0.05) -> np.nd
 
 @dataclass
 class Searches:
-    """``call(client, i)`` for ``run_clients``: the i-th search of a fixed list of query vectors or texts, top ``k``."""
+    """The requests ``run_clients`` sends: the i-th search of a fixed list of query vectors or texts, top ``k``."""
 
     collection: str
     queries: np.ndarray | list[str]
     k: int
 
-    def __call__(self, client: Client, i: int):
-        query = self.queries[i % len(self.queries)]
-        if isinstance(query, str):
-            return client.search(self.collection, text=query, k=self.k)
-        return client.search(self.collection, vector=query, k=self.k)
+    @functools.cached_property
+    def requests(self) -> list[search_pb2.SearchRequest]:
+        def request(query) -> search_pb2.SearchRequest:
+            if isinstance(query, str):
+                return search_pb2.SearchRequest(collection=self.collection, text=query, k=self.k)
+            return search_pb2.SearchRequest(collection=self.collection, vector=vector_message(query), k=self.k)
+
+        return [request(q) for q in self.queries]
+
+    def request(self, i: int) -> search_pb2.SearchRequest:
+        return self.requests[i % len(self.requests)]
 
 
 @dataclass
@@ -106,7 +115,7 @@ class LoadResult:
     calls_total: int = 0  # successful calls including the warm-up
     server_cpu_ms_per_call: float | None = None  # server process CPU time (user + system) per call, when measured
     client_cpu_ms_per_call: float | None = None  # the client processes' CPU time per call
-    client_processes: int = 1  # processes the client threads were spread over
+    client_processes: int = 1  # processes the clients were spread over
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -114,25 +123,26 @@ class LoadResult:
 
 def run_clients(
     target: str,
-    call: Callable[[Client, int], object],
+    searches: Searches,
     clients: int,
     seconds: float,
     warmup: float = 1.0,
     query: str = "",
-    client_options: dict | None = None,
     processes: int = 1,
+    timeout: float = 30.0,
 ) -> LoadResult:
-    """``clients`` closed-loop threads calling ``call(client, i)`` (i counts that thread's calls) for ``seconds``,
-    spread over ``processes`` processes (``call`` must pickle when > 1); ``client_cpu_ms_per_call`` is the client
-    processes' CPU time over the run per call (this process should be otherwise idle)."""
+    """``clients`` closed-loop clients sending ``searches`` for ``seconds`` after ``warmup``, spread over
+    ``processes`` processes; ``client_cpu_ms_per_call`` is the client processes' CPU time over the run per call
+    (this process should be otherwise idle)."""
     if not 1 <= processes:
         raise ValueError(f"processes: expected at least 1, got {processes}")
     processes = min(processes, clients)
     shares = [clients // processes + (p < clients % processes) for p in range(processes)]
+    args = (target, searches, seconds, warmup, timeout)
     if processes == 1:
-        samples = [_closed_loop(target, call, clients, seconds, warmup, client_options)]
+        samples = [_closed_loop(*args, clients)]
     else:
-        samples = _in_processes(target, call, shares, seconds, warmup, client_options)
+        samples = _in_processes(args, shares)
     lat = np.concatenate([np.asarray(s.latencies) for s in samples]) * 1000
     errors: Counter[str] = sum((s.errors for s in samples), Counter())
     calls = sum(s.calls for s in samples)
@@ -155,74 +165,69 @@ class _Samples:
 
 
 def _closed_loop(
-    target: str, call: Callable[[Client, int], object], clients: int, seconds: float, warmup: float,
-    client_options: dict | None, ready=None, offset: int = 0,
+    target: str, searches: Searches, seconds: float, warmup: float, timeout: float, clients: int,
+    ready=None, offset: int = 0,
 ) -> _Samples:
-    """One process's share: ``clients`` threads; ``ready`` (a barrier) lines the processes up before the clock."""
-    latencies: list[list[float]] = [[] for _ in range(clients)]
-    calls = [0] * clients
-    errors: Counter[str] = Counter()
-    lock = threading.Lock()
-    start_barrier = threading.Barrier(clients + 1)
-    times: dict[str, float] = {}
+    """One process's share: ``clients`` coroutines; ``ready`` (a barrier) lines the processes up before the clock."""
+    searches.requests  # built before the clock
+    return asyncio.run(_clients(target, searches, seconds, warmup, timeout, clients, ready, offset))
 
-    def worker(w: int) -> None:
-        with Client(target, **(client_options or {})) as client:
-            start_barrier.wait()
+
+async def _clients(
+    target: str, searches: Searches, seconds: float, warmup: float, timeout: float, clients: int, ready, offset: int
+) -> _Samples:
+    # a channel of its own per client, and a connection of its own (channels share one by default)
+    channels = [grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(clients)]
+    latencies: list[float] = []
+    errors: Counter[str] = Counter()
+    calls = 0
+    try:
+        stubs = [search_pb2_grpc.SearchStub(c) for c in channels]
+        await asyncio.gather(*(c.channel_ready() for c in channels))
+        if ready is not None:
+            ready.wait()
+        cpu = time.process_time()
+        measure = time.perf_counter() + warmup
+        end = measure + seconds
+
+        async def client(w: int) -> None:
+            nonlocal calls
             i = (offset + w) * 1_000_003
-            while True:
-                now = time.perf_counter()
-                if now >= times["end"]:
-                    return
+            stub = stubs[w]
+            while (now := time.perf_counter()) < end:
                 try:
-                    call(client, i)
-                    ok = True
-                except RemoteError as e:
-                    ok = False
-                    with lock:
-                        errors[e.code.name] += 1
-                done = time.perf_counter()
-                if ok:
-                    calls[w] += 1
-                    if now >= times["measure"]:
-                        latencies[w].append(done - now)
+                    await stub.Search(searches.request(i), timeout=timeout)
+                except grpc.aio.AioRpcError as e:
+                    errors[e.code().name] += 1
+                else:
+                    calls += 1
+                    if now >= measure:
+                        latencies.append(time.perf_counter() - now)
                 i += 1
 
-    threads = [threading.Thread(target=worker, args=(w,), daemon=True) for w in range(clients)]
-    for t in threads:
-        t.start()
-    if ready is not None:
-        ready.wait()
-    cpu = time.process_time()
-    begin = time.perf_counter()
-    times["measure"], times["end"] = begin + warmup, begin + warmup + seconds
-    start_barrier.wait()
-    for t in threads:
-        t.join(warmup + seconds + 120)
-    return _Samples([x for per in latencies for x in per], sum(calls), errors, time.process_time() - cpu)
+        await asyncio.gather(*(client(w) for w in range(clients)))
+        return _Samples(latencies, calls, errors, time.process_time() - cpu)
+    finally:
+        await asyncio.gather(*(c.close() for c in channels))
 
 
 def _share(queue, *args) -> None:
     queue.put(_closed_loop(*args))
 
 
-def _in_processes(
-    target: str, call: Callable[[Client, int], object], shares: list[int], seconds: float, warmup: float,
-    client_options: dict | None,
-) -> list[_Samples]:
+def _in_processes(args: tuple, shares: list[int]) -> list[_Samples]:
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")  # no fork of a process that holds gRPC channels and threads
     ready, queue = context.Barrier(len(shares)), context.Queue()
     offsets = np.cumsum([0, *shares[:-1]])
     workers = [
-        context.Process(target=_share, args=(queue, target, call, n, seconds, warmup, client_options, ready, int(o)),
-                        daemon=True)
+        context.Process(target=_share, args=(queue, *args, n, ready, int(o)), daemon=True)
         for n, o in zip(shares, offsets)
     ]
     for w in workers:
         w.start()
-    samples = [queue.get(timeout=warmup + seconds + 300) for _ in workers]
+    samples = [queue.get(timeout=args[3] + args[2] + 300) for _ in workers]
     for w in workers:
         w.join(30)
     return samples
@@ -235,28 +240,41 @@ class _CannedSearch(search_pb2_grpc.SearchServicer):
     def Search(self, request, context):  # noqa: N802 - gRPC method name
         return self.response
 
+    def inline(self, request, context):
+        return self.response
 
-def _serve_canned(response: bytes, max_workers: int, gzip: bool, ports) -> None:
+
+def _serve_canned(response: bytes, gzip: bool, ports) -> None:
+    asyncio.run(_canned(response, gzip, ports))
+
+
+async def _canned(response: bytes, gzip: bool, ports) -> None:
+    from concurrent import futures
+
     from telescope.server.app import grpc_server
+    from telescope.server.bridge import add_servicer
     from telescope.server.limits import Limits
 
-    server = grpc_server(max_workers, Limits(), gzip)
-    search_pb2_grpc.add_SearchServicer_to_server(_CannedSearch(response), server)
-    ports.put(server.add_insecure_port("127.0.0.1:0"))
-    server.start()
-    server.wait_for_termination()
+    server = grpc_server(Limits(), gzip)
+    canned = _CannedSearch(response)
+    with futures.ThreadPoolExecutor(1) as pool:
+        add_servicer(search_pb2_grpc.add_SearchServicer_to_server, canned, server, pool, inline={"Search": canned.inline})
+        ports.put(server.add_insecure_port("127.0.0.1:0"))
+        await server.start()
+        await server.wait_for_termination()
 
 
 class CannedServer:
     """A child process serving telescope.v1.Search on a free loopback port, every answer ``response`` (bytes of a
-    SearchResponse): ``telescope serve``'s own gRPC server (``app.grpc_server``), no collection, no checks."""
+    SearchResponse): ``telescope serve``'s own gRPC server (``app.grpc_server``), the answer given on the event
+    loop as a short vector search's is; no collection, no checks."""
 
-    def __init__(self, response: bytes, max_workers: int = 32, gzip: bool = True):
+    def __init__(self, response: bytes, gzip: bool = True):
         import multiprocessing
 
         context = multiprocessing.get_context("spawn")
         ports = context.Queue()
-        self.process = context.Process(target=_serve_canned, args=(response, max_workers, gzip, ports), daemon=True)
+        self.process = context.Process(target=_serve_canned, args=(response, gzip, ports), daemon=True)
         self.process.start()
         self.target = f"127.0.0.1:{ports.get(timeout=60)}"
 

@@ -3,7 +3,8 @@
 A request is checked field by field first (so the error names the field), then text queries are embedded
 together, then searches that share plan, k, filter and model version run as one batch in the index (FAISS and
 the re-ranking are much faster per query in batches), together with those of concurrent calls (``SearchBatcher``).
-Deadlines are checked between those steps.
+Deadlines are checked between those steps. A plain vector search that is short for sure runs at once on the
+server's event loop instead (``inline``), unless a write holds its collection.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from telescope.server.hits import search_response
 from telescope.server.state import ServerState
 
 EMBED_CHUNK = 64  # query texts embedded between two deadline checks
+INLINE_SCAN = 4_000_000  # coordinates an exact stage one may read for a search run on the event loop (~1 ms)
 DEFAULT_K = 10  # k for a recall target when the request gives none
 
 
@@ -59,6 +61,31 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
     def Search(self, request: pb.SearchRequest, context: grpc.ServicerContext) -> pb.SearchResponse:
         collection = self.state.collection(request.collection)
         return self._run([self._query(request, collection, "")], collection, context)[0]
+
+    def inline(self, request: pb.SearchRequest, context: grpc.ServicerContext) -> pb.SearchResponse | None:
+        """``Search`` on the calling thread (the server's event loop, ``bridge``) when it is short for sure: a vector
+        query (not a recall target, whose first call measures plans) whose stage one is an index (HNSW, IVF) or an
+        exact scan of at most ``INLINE_SCAN`` coordinates, on a collection no write holds now. None otherwise: the
+        call then runs in the thread pool (and may share a batched search with concurrent calls)."""
+        if (request.WhichOneof("query") != "vector" or request.WhichOneof("strategy") == "recall_target"
+                or not self.state.loaded.is_set()):
+            return None
+        try:
+            collection = self.state.registry.collection(request.collection)
+            dim = Plan.parse(request.plan).stages[0].dim if request.HasField("plan") else collection.default_plan.stages[0].dim
+        except (LookupError, ValueError):
+            return None  # the pool call reports it
+        if collection.exact_scan_size(dim) > INLINE_SCAN or not collection.lock.acquire(blocking=False):
+            return None
+        try:
+            return self._search_now(request, context)
+        finally:
+            collection.lock.release()
+
+    @rpc
+    def _search_now(self, request: pb.SearchRequest, context: grpc.ServicerContext) -> pb.SearchResponse:
+        collection = self.state.collection(request.collection)
+        return self._run([self._query(request, collection, "")], collection, context, batched=False)[0]
 
     @rpc
     def SearchBatch(self, request: pb.SearchBatchRequest, context: grpc.ServicerContext) -> pb.SearchBatchResponse:
@@ -140,7 +167,9 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
         return plan
 
     # -- running -----------------------------------------------------------------------------------------------
-    def _run(self, queries: list[Query], collection: Collection, context: grpc.ServicerContext) -> list[pb.SearchResponse]:
+    def _run(
+        self, queries: list[Query], collection: Collection, context: grpc.ServicerContext, batched: bool = True
+    ) -> list[pb.SearchResponse]:
         embed_ms = self._embed_texts(queries, context)
         groups: dict[tuple, list[int]] = {}
         for i, q in enumerate(queries):
@@ -150,11 +179,15 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
             check_alive(context, "searching")
             first = queries[indices[0]]
             start = time.perf_counter()
-            hits = self.state.searches.search(
-                collection, [queries[i].vector for i in indices], first.k, first.plan,
-                lambda: check_alive(context, "searching"), where=first.where or None,
-                model_version=first.model_version, key=batch_key,
-            )
+            vectors = [queries[i].vector for i in indices]
+            if batched:
+                hits = self.state.searches.search(
+                    collection, vectors, first.k, first.plan, lambda: check_alive(context, "searching"),
+                    where=first.where or None, model_version=first.model_version, key=batch_key,
+                )
+            else:
+                hits = collection.search_records(np.stack(vectors), first.k, first.plan, where=first.where or None,
+                                                 model_version=first.model_version)
             search_ms = 1000 * (time.perf_counter() - start)
             for i, records in zip(indices, hits):
                 q = queries[i]

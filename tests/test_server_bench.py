@@ -11,7 +11,7 @@ from telescope.server.client import Client
 
 
 @pytest.mark.parametrize("processes", [1, 2])
-def test_closed_loop_clients_in_threads_and_processes(tmp_path, tiny_model_path, processes):
+def test_closed_loop_clients_in_one_and_two_processes(tmp_path, tiny_model_path, processes):
     with running_server(tmp_path / "data", tiny_model_path) as server, Client(server.target) as client:
         vectors = fill(client, "c", n=100)
         # long enough that spawned processes, slow to make their first call on a loaded machine, measure some
@@ -43,7 +43,7 @@ def test_canned_server_answers_every_search_with_its_response():
 
     response = search_response([("a", 0.5, '{"n": 1}', "m:1"), ("b", 0.25, "{}", "m:1")], True, PayloadCache())
     response.plan = "16:10"
-    with CannedServer(response.SerializeToString(), max_workers=2) as server, Client(server.target) as client:
+    with CannedServer(response.SerializeToString()) as server, Client(server.target) as client:
         for query in (np.ones(8, dtype=np.float32), np.arange(1, 5, dtype=np.float32)):
             result = client.search("any", vector=query, k=3)
             assert [(h.id, h.score, h.payload) for h in result.hits] == [("a", 0.5, {"n": 1}), ("b", 0.25, {})]

@@ -1,4 +1,5 @@
-"""Search responses written as wire bytes (telescope.server.hits) equal what protobuf builds from the same hits."""
+"""Search responses built from stored hits (telescope.server.hits, cached payload bytes) equal what protobuf builds from
+the same hits the general way."""
 
 import json
 

@@ -1,0 +1,37 @@
+"""The asyncio server (telescope.server.bridge): short vector searches answered on the event loop, everything
+else in the thread pool, and nothing that waits (a write holding a collection) stalls the loop."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from server_helpers import DIM, fill, running_server
+from telescope.server.client import Client
+
+
+def test_a_search_behind_a_write_waits_in_the_pool_while_the_loop_answers(tmp_path, tiny_model_path):
+    with running_server(tmp_path / "data", tiny_model_path) as server, Client(server.target) as client:
+        vectors = fill(client, "c", n=100)
+        collection = server.state.registry.collection("c")
+        results = []
+        with collection.lock:  # as an upsert or a commit holds it
+            searcher = threading.Thread(target=lambda: results.append(client.search("c", vector=vectors[7], k=3)))
+            searcher.start()
+            time.sleep(0.3)
+            assert not results  # waiting for the lock ...
+            assert client.health() == "SERVING"  # ... in the pool: the event loop still answers
+            assert client.embed(["other calls go on"]).shape == (1, DIM)  # and the pool has other threads
+        searcher.join(10)
+        assert results and results[0].hits[0].id == "p7"
+
+
+def test_inline_and_pool_searches_give_the_same_hits(tmp_path, tiny_model_path):
+    """A plain vector search runs on the event loop, the same search with a filter or as a batch in the pool."""
+    with running_server(tmp_path / "data", tiny_model_path) as server, Client(server.target) as client:
+        vectors = fill(client, "c", n=120)
+        for i in (0, 5, 61):
+            inline = client.search("c", vector=vectors[i], k=5)
+            (batched,) = client.search_batch("c", [vectors[i]], k=5)
+            assert [(h.id, round(h.score, 5)) for h in inline.hits] == [(h.id, round(h.score, 5)) for h in batched.hits]
+            assert inline.hits[0].id == f"p{i}"
