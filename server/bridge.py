@@ -26,6 +26,10 @@ from concurrent import futures
 import grpc
 
 _END = object()
+# Unary responses shorter than this leave uncompressed even when the server compresses (gzip): a 10-hit search
+# answer (~600 bytes) barely shrinks, and gzip cost the server 0.05-0.1 ms and the client 0.03-0.07 ms a call
+# (canned 10-hit answer at 16 clients, with and without gzip, three rounds).
+GZIP_MIN_BYTES = 4096
 
 
 class Abort(Exception):
@@ -83,11 +87,14 @@ def _unary(behavior: Callable, pool: futures.Executor, inline: Callable | None) 
     async def handler(request, context: grpc.aio.ServicerContext):
         sync_context = ThreadContext(context)
         try:
-            if inline is not None and (response := inline(request, sync_context)) is not None:
-                return response
-            return await asyncio.get_running_loop().run_in_executor(pool, behavior, request, sync_context)
+            response = inline(request, sync_context) if inline is not None else None
+            if response is None:
+                response = await asyncio.get_running_loop().run_in_executor(pool, behavior, request, sync_context)
         except Abort as a:
             await context.abort(a.code, a.details)
+        if response.ByteSize() < GZIP_MIN_BYTES:
+            context.disable_next_message_compression()
+        return response
 
     return handler
 
