@@ -6,8 +6,11 @@ from __future__ import annotations
 import threading
 import time
 
+import numpy as np
+
 from server_helpers import DIM, fill, running_server
-from telescope.server.client import Client
+from telescope.proto.telescope.v1 import points_pb2
+from telescope.server.client import Client, _point_inputs
 
 
 def test_a_search_behind_a_write_waits_in_the_pool_while_the_loop_answers(tmp_path, tiny_model_path):
@@ -35,3 +38,30 @@ def test_inline_and_pool_searches_give_the_same_hits(tmp_path, tiny_model_path):
             (batched,) = client.search_batch("c", [vectors[i]], k=5)
             assert [(h.id, round(h.score, 5)) for h in inline.hits] == [(h.id, round(h.score, 5)) for h in batched.hits]
             assert inline.hits[0].id == f"p{i}"
+
+
+def test_a_client_stream_cut_off_midway_does_not_hold_the_server(tmp_path, tiny_model_path):
+    """A pool thread waiting for a streamed upsert's next message is let go when the call is cancelled (the loop's
+    read of the stream ends), so stopping the server does not wait on it."""
+    release = threading.Event()
+
+    def messages():
+        yield points_pb2.UpsertPointsRequest(
+            collection="c", points=_point_inputs(["a", "b"], np.eye(2, DIM, dtype=np.float32), None, None)
+        )
+        release.wait(30)  # the client stalls: the server waits for a next message that never comes
+
+    data = tmp_path / "data"
+    with running_server(data, tiny_model_path) as server, Client(server.target) as client:
+        client.create_collection("c", plan=f"16:10,{DIM}:5")
+        call = client.points.UpsertStream.future(messages())
+        deadline = time.monotonic() + 10
+        while client.get_collection("c").points < 2 and time.monotonic() < deadline:  # each message is written
+            time.sleep(0.05)  # as it arrives
+        call.cancel()
+        start = time.perf_counter()
+        server.stop(grace=1.0)
+        assert time.perf_counter() - start < 10
+        release.set()
+    with running_server(data, tiny_model_path) as server, Client(server.target) as client:
+        assert client.get_collection("c").points == 2  # the first message's points, committed at the stop
