@@ -91,8 +91,10 @@ def prefixed(error: Exception, prefix: str, suffix: str = "") -> Exception:
 
 
 def check_alive(context: grpc.ServicerContext, before: str) -> None:
-    """Raise ``Abandoned`` when the client is gone or its deadline has passed: called between units of work."""
-    if not context.is_active() or context.time_remaining() <= 0:
+    """Raise ``Abandoned`` when the client is gone or its deadline has passed: called between units of work.
+    (A call without a deadline has ``time_remaining() is None`` on the asyncio server.)"""
+    remaining = context.time_remaining()
+    if not context.is_active() or (remaining is not None and remaining <= 0):
         raise Abandoned(f"deadline: the client's deadline passed or it cancelled before {before}; the work was abandoned")
 
 

@@ -9,8 +9,9 @@ import time
 import numpy as np
 
 from server_helpers import DIM, fill, running_server
-from telescope.proto.telescope.v1 import points_pb2
+from telescope.proto.telescope.v1 import embed_pb2, points_pb2, search_pb2
 from telescope.server.client import Client, _point_inputs
+from telescope.server.convert import vector_message
 
 
 def test_a_search_behind_a_write_waits_in_the_pool_while_the_loop_answers(tmp_path, tiny_model_path):
@@ -38,6 +39,20 @@ def test_inline_and_pool_searches_give_the_same_hits(tmp_path, tiny_model_path):
             (batched,) = client.search_batch("c", [vectors[i]], k=5)
             assert [(h.id, round(h.score, 5)) for h in inline.hits] == [(h.id, round(h.score, 5)) for h in batched.hits]
             assert inline.hits[0].id == f"p{i}"
+
+
+def test_calls_without_a_deadline(tmp_path, tiny_model_path):
+    """gRPC clients need not set a deadline (grpcurl, most languages' defaults): every kind of call still works."""
+    with running_server(tmp_path / "data", tiny_model_path) as server, Client(server.target) as client:
+        vectors = fill(client, "c", n=50)
+        search = search_pb2.SearchRequest(collection="c", vector=vector_message(vectors[3]), k=2)
+        assert client.searches.Search(search).hits[0].id == "p3"  # on the event loop
+        assert client.searches.SearchBatch(search_pb2.SearchBatchRequest(collection="c", searches=[search])).results
+        response = client.points.UpsertStream(iter([points_pb2.UpsertPointsRequest(
+            collection="c", points=_point_inputs(["new"], vectors[:1], None, None))]))
+        assert response.upserted == 1
+        streamed = list(client.embeds.EmbedStream(iter([embed_pb2.EmbedRequest(texts=["a text"])])))
+        assert len(streamed) == 1
 
 
 def test_a_client_stream_cut_off_midway_does_not_hold_the_server(tmp_path, tiny_model_path):
