@@ -1,7 +1,7 @@
 """telescope's servicers (plain functions of a request and a context) on gRPC's asyncio server.
 
 The servicers are written against the sync ``grpc.ServicerContext`` API (``is_active``, ``time_remaining``,
-``abort``). ``asyncio_handlers`` turns the handlers a generated ``add_*Servicer_to_server`` registers into
+``abort``). ``add_servicer`` turns the handlers a generated ``add_*Servicer_to_server`` registers into
 coroutines for ``grpc.aio``: each call runs in a thread pool with a ``ThreadContext`` (client-streamed
 requests arrive through a blocking iterator fed by the event loop, streamed responses leave through it), or on
 the event loop itself when the servicer can answer at once (``inline``: a vector search known to be short).
