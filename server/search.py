@@ -64,11 +64,12 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
 
     def inline(self, request: pb.SearchRequest, context: grpc.ServicerContext) -> pb.SearchResponse | None:
         """``Search`` on the calling thread (the server's event loop, ``bridge``) when it is short for sure: a vector
-        query (not a recall target, whose first call measures plans) whose stage one is an index (HNSW, IVF) or an
-        exact scan of at most ``INLINE_SCAN`` coordinates, on a collection no write holds now. None otherwise: the
-        call then runs in the thread pool (and may share a batched search with concurrent calls)."""
-        if (request.WhichOneof("query") != "vector" or request.WhichOneof("strategy") == "recall_target"
-                or not self.state.loaded.is_set()):
+        query with no filter and no model version (each reads every row's payload or version), not a recall target
+        (whose first call measures plans), whose stage one is an index (HNSW, IVF) or an exact scan of at most
+        ``INLINE_SCAN`` coordinates, on a collection no write holds now. None otherwise: the call then runs in the
+        thread pool (and may share a batched search with concurrent calls)."""
+        if (request.WhichOneof("query") != "vector" or request.filter.must or request.model_version
+                or request.WhichOneof("strategy") == "recall_target" or not self.state.loaded.is_set()):
             return None
         try:
             collection = self.state.registry.collection(request.collection)

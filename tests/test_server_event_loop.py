@@ -9,7 +9,9 @@ import time
 import numpy as np
 
 from server_helpers import DIM, fill, running_server
-from telescope.proto.telescope.v1 import embed_pb2, points_pb2, search_pb2
+from google.protobuf import struct_pb2
+
+from telescope.proto.telescope.v1 import common_pb2, embed_pb2, points_pb2, search_pb2
 from telescope.server.client import Client, _point_inputs
 from telescope.server.convert import vector_message
 
@@ -39,6 +41,42 @@ def test_inline_and_pool_searches_give_the_same_hits(tmp_path, tiny_model_path):
             (batched,) = client.search_batch("c", [vectors[i]], k=5)
             assert [(h.id, round(h.score, 5)) for h in inline.hits] == [(h.id, round(h.score, 5)) for h in batched.hits]
             assert inline.hits[0].id == f"p{i}"
+
+
+def test_which_searches_run_on_the_event_loop(tmp_path, tiny_model_path, monkeypatch):
+    """Plain vector searches on a small or indexed collection: on the loop; filters, model versions, recall
+    targets, texts and exact scans over INLINE_SCAN coordinates: in the pool (``inline`` returns None)."""
+    from telescope.server.search import SearchServicer
+
+    with running_server(tmp_path / "data", tiny_model_path) as server, Client(server.target) as client:
+        vectors = fill(client, "c", n=60)
+        searches = SearchServicer(server.state)
+        context = _Context()
+
+        def request(**fields):
+            return search_pb2.SearchRequest(collection="c", vector=vector_message(vectors[2]), k=3, **fields)
+
+        assert searches.inline(request(), context).hits[0].id == "p2"
+        assert searches.inline(request(plan=f"16:20,{DIM}:3"), context).hits[0].id == "p2"
+        must = common_pb2.Filter(must=[common_pb2.FieldMatch(key="group", value=struct_pb2.Value(number_value=2))])
+        assert searches.inline(request(filter=must), context) is None
+        assert searches.inline(request(model_version="tiny-bert:1"), context) is None
+        assert searches.inline(request(recall_target=0.9), context) is None
+        assert searches.inline(search_pb2.SearchRequest(collection="c", text="a text", k=3), context) is None
+        assert server.state.registry.collection("c").exact_scan_size(16) == 60 * 16  # Flat stage one
+        monkeypatch.setattr("telescope.server.search.INLINE_SCAN", 60 * 16 - 1)
+        assert searches.inline(request(), context) is None
+
+
+class _Context:
+    def is_active(self) -> bool:
+        return True
+
+    def time_remaining(self) -> float:
+        return 30.0
+
+    def abort(self, code, details):
+        raise AssertionError(f"{code}: {details}")
 
 
 def test_calls_without_a_deadline(tmp_path, tiny_model_path):
