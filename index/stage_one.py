@@ -91,6 +91,7 @@ class StageOne:
         self.params = params
         self._gpu_index: faiss.Index | None = None  # a GPU copy of ``index``, made on first GPU search
         self._gpu_lock = threading.Lock()
+        self._beams: dict[int, faiss.SearchParametersHNSW] = {}  # HNSW parameters per beam width, without a selector
         try:
             self.index = index if index is not None else faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as e:
@@ -170,8 +171,13 @@ class StageOne:
     def _params(self, selector: faiss.IDSelector | None, k: int) -> faiss.SearchParameters | None:
         index = self.index
         if isinstance(index, faiss.IndexHNSW):
+            beam = max(index.hnsw.efSearch, k)
+            if selector is None and beam in self._beams:
+                return self._beams[beam]  # read-only for FAISS: shared by concurrent searches
             params = faiss.SearchParametersHNSW()
-            params.efSearch = max(index.hnsw.efSearch, k)
+            params.efSearch = beam
+            if selector is None:
+                self._beams[beam] = params
         elif selector is None:
             return None
         elif isinstance(index, faiss.IndexIVF):

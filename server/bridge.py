@@ -64,6 +64,16 @@ class ThreadContext:
         raise Abort(code, details)
 
 
+class LoopContext(ThreadContext):
+    """``ThreadContext`` for work run on the event loop itself, where the call's own state can be read directly."""
+
+    def __init__(self, context: grpc.aio.ServicerContext):
+        self._context = context
+
+    def is_active(self) -> bool:
+        return not self._context.done()
+
+
 class _Requests(Iterator):
     """A client stream read from a pool thread: each ``next`` waits for the event loop to read a message."""
 
@@ -85,11 +95,12 @@ class _Requests(Iterator):
 
 def _unary(behavior: Callable, pool: futures.Executor, inline: Callable | None) -> Callable:
     async def handler(request, context: grpc.aio.ServicerContext):
-        sync_context = ThreadContext(context)
         try:
-            response = inline(request, sync_context) if inline is not None else None
+            response = inline(request, LoopContext(context)) if inline is not None else None
             if response is None:
-                response = await asyncio.get_running_loop().run_in_executor(pool, behavior, request, sync_context)
+                response = await asyncio.get_running_loop().run_in_executor(
+                    pool, behavior, request, ThreadContext(context)
+                )
         except Abort as a:
             await context.abort(a.code, a.details)
         if response.ByteSize() < GZIP_MIN_BYTES:
