@@ -32,6 +32,7 @@ proto: $(STAMP)
 # On a machine with an NVIDIA GPU (these machines and CI have none): faiss-gpu (CUDA 12 wheels) replaces faiss-cpu
 # in the venv, then the GPU stage-one test and the index benchmark with stage one on the GPU. The report records
 # the device of each stage one; BENCH_INDEX_ARGS passes options through, e.g. BENCH_INDEX_ARGS='--model DIR'.
+# On the lent GPU machines (no network, no FAISS, CUDA 13): tools/device/prepare-gpu.sh, then tools/device/gpu-check.sh.
 gpu-check: $(STAMP)
 	$(BIN)/pip uninstall --quiet -y faiss-cpu
 	$(BIN)/pip install --quiet 'faiss-gpu==1.15.1'

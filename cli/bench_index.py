@@ -1,7 +1,8 @@
 """``telescope bench index``: FAISS exact and HNSW at full dim against telescope plans, at real and scaled-up size.
 
 Thin: parses the options and calls ``telescope.eval.bench_index.run_bench_index`` (which embeds the corpus once,
-cached, measures every method in one run on the same threads and writes the JSON, markdown and PNG report).
+cached, measures every method in one run on the same threads and writes the JSON, markdown and PNG report), or
+``run_bench_index_synthetic`` with ``--synthetic N`` (random prefix-structured vectors: no model, no data).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def index(
     workdir: Annotated[Optional[Path], typer.Option(help="Where the benchmark's collections are written (removed after; default: the temp dir).")] = None,
     out: Annotated[Path, typer.Option(help="Directory of the JSON, markdown and PNG report.")] = Path("docs/results"),
     name: Annotated[str, typer.Option(help="Report file name (no extension).")] = "bench-index",
+    synthetic: Annotated[int, typer.Option(help="Instead of the model and the data folder: this many synthetic prefix-structured vectors (and --queries more from the same clusters), no scale-up; for a machine with neither (the GPU check).")] = 0,
     rejudge: Annotated[Optional[Path], typer.Option(help="Only judge the targets of this report's JSON again and rewrite its .md/.png (measures nothing).")] = None,
 ) -> None:
     """Search the same vectors with exact and HNSW FAISS indexes and with telescope plans: queries/s at batch 1
@@ -56,9 +58,7 @@ def index(
 
         Console(stderr=True).print("rewrote " + ", ".join(str(p) for p in rejudge_report(rejudge)))
         return
-    from telescope.embedder import load_embedder
-    from telescope.eval.bench_index import Options, markdown, run_bench_index
-    from telescope.eval.cache import EmbeddingCache
+    from telescope.eval.bench_index import Options, markdown, run_bench_index, run_bench_index_synthetic
     from telescope.eval.report import command_line
 
     options = Options(
@@ -68,6 +68,16 @@ def index(
         compact=compact,
     )
     console = Console(stderr=True)
+    if synthetic:
+        report = run_bench_index_synthetic(
+            synthetic, queries=queries, threads=threads, options=options, seed=seed, workdir=workdir, out=out,
+            name=name, command=command_line(), log=console.print,
+        )
+        Console().print(markdown(report))
+        return
+    from telescope.embedder import load_embedder
+    from telescope.eval.cache import EmbeddingCache
+
     embedder = load_embedder(model)
     report = run_bench_index(
         embedder, data, queries=queries, corpus_size=corpus_size, scale_to=scale_to, threads=threads,

@@ -52,7 +52,8 @@ def bench_serve(
     from telescope.pipelines.sources import read_table, texts_from
     from telescope.index import exact_search
     from telescope.index.autoplan import recall_at_k
-    from telescope.server.bench import CannedServer, Searches, build_collection, nested_vectors, query_vectors, run_clients
+    from telescope.eval.synthetic import nested_vectors
+    from telescope.server.bench import CannedServer, Searches, build_collection, query_vectors, run_clients
     from telescope.server.hits import PayloadCache, search_response
     from telescope.server.process import ServerProcess
 
@@ -128,7 +129,7 @@ def bench_serve(
                     "loadavg_after": os.getloadavg(), "note": "clients and server on the same machine"},
         "collection": {"points": points, "dim": dim, "plan": plan, "stage_one": stage_one,
                        "stage_one_params": stage_one_params, "vectors_sha256_16": data_hash,
-                       "data": "prefix-structured random unit vectors, seed 0 (telescope.server.bench.nested_vectors)",
+                       "data": "prefix-structured random unit vectors, seed 0 (telescope.eval.synthetic.nested_vectors)",
                        "build_or_load_s": round(build_s, 1),
                        "recall_at_k_vs_exact": round(recall, 4), "recall_queries": len(sample)},
         "model": {"tag": embedder.manifest.tag, "hash": embedder.model_hash},

@@ -60,7 +60,7 @@ import numpy as np
 
 from telescope.index import Collection, Plan
 from telescope.index.autoplan import recall_at_k
-from telescope.index.stage_one import serialized_bytes
+from telescope.index.stage_one import GPU_MAX_K, faiss_gpus, gpu_resources, serialized_bytes
 from telescope.eval.datasets import file_hash, read_sts
 from telescope.eval.plans import time_batched
 
@@ -237,6 +237,12 @@ class Options:
     repeats: int = 3
     compact: bool = True
 
+    def report(self, scale_to: int) -> dict:
+        """The options as a report records them."""
+        return {"flat_plans": self.flat_plans, "hnsw_plans": self.hnsw_plans, "hnsw_ef": self.hnsw_ef,
+                "hnsw_m": self.hnsw_m, "hnsw_ef_construction": 40, "batch1_queries": self.batch1_queries,
+                "batch": self.batch, "repeats": self.repeats, "compact": self.compact, "k": K, "scale_to": scale_to}
+
     def check(self, dim: int) -> None:
         for field_name in ("flat_plans", "hnsw_plans"):
             for text in getattr(self, field_name):
@@ -285,8 +291,16 @@ def bench_scale(vectors: np.ndarray, queries: np.ndarray, options: Options, work
     build = time.perf_counter() - start
     memory = serialized_bytes(index)
     point, truth = _point("exact", "IndexFlatIP", lambda q: index.search(q, K)[1], queries, None, options)
-    points.append({**point, "build_s": build, "memory_bytes": memory})
+    points.append({**point, "build_s": build, "memory_bytes": memory, "device": "cpu"})
     log(f"  exact: {points[-1]['qps_batch1']:,.0f} q/s at batch 1, {points[-1]['qps_batch']:,.0f} at batch {options.batch}")
+    if faiss_gpus():
+        start = time.perf_counter()
+        gpu = faiss.index_cpu_to_gpu(gpu_resources(), 0, index)
+        build = time.perf_counter() - start
+        point, _ = _point("exact, GPU", "GpuIndexFlatIP", lambda q: gpu.search(q, K)[1], queries, truth, options)
+        points.append({**point, "build_s": build, "memory_bytes": memory, "device": "gpu"})
+        log(f"  exact on the GPU: {point['qps_batch1']:,.0f} q/s at batch 1, {point['qps_batch']:,.0f} at batch {options.batch}")
+        del gpu
     del index
 
     # HNSW, full dim
@@ -300,7 +314,7 @@ def bench_scale(vectors: np.ndarray, queries: np.ndarray, options: Options, work
         index.hnsw.efSearch = ef
         point, _ = _point(f"faiss HNSW{options.hnsw_m}, full dim", f"efSearch={ef}",
                           lambda q: index.search(q, K)[1], queries, truth, options)
-        points.append({**point, "build_s": build, "memory_bytes": memory})
+        points.append({**point, "build_s": build, "memory_bytes": memory, "device": "cpu"})
         log(f"    efSearch {ef}: recall@10 {point['recall_at_10']:.3f}, {point['qps_batch']:,.0f} q/s")
     del index
     load.append(os.getloadavg()[0])
@@ -335,6 +349,7 @@ def bench_scale(vectors: np.ndarray, queries: np.ndarray, options: Options, work
                         "memory_vectors_bytes": held["vectors"],
                         "memory_stage_one_bytes": held["stage_one"][first],
                         "flops_per_query": plan.flops(n),
+                        "device": collection.stage_one_device(plan),
                     })
                     log(f"    {plan}: recall@10 {point['recall_at_10']:.3f}, {point['qps_batch']:,.0f} q/s")
         finally:
@@ -424,40 +439,72 @@ def _mb(b: float) -> str:
     return f"{b / 2**20:,.0f}"
 
 
+def _where(point: dict) -> str:
+    """Where a point's search ran: telescope's stage one on its device, the re-ranking always on the CPU."""
+    device = point.get("device", "cpu").upper()  # reports written before the GPU path ran all on the CPU
+    return f"stage one {device}, re-rank CPU" if point["method"].startswith("telescope") else device
+
+
 def markdown(report: dict) -> str:
-    m = report["model"]
     lines = [
         f"# {report['name']}: exact and HNSW search at full dim against telescope plans",
         "",
         f"Command: `{report['command']}`  ",
+        *(_synthetic_header(report) if report.get("synthetic") else _data_header(report)),
+        f"Threads {report['threads']} (FAISS OpenMP = torch) for every method; {report['host']['cpus']} CPUs; "
+        f"{_gpus(report)}  ",
+        f"Timing: batch 1 = the first {report['options']['batch1_queries']} queries one at a time; batch "
+        f"{report['options']['batch']} = all queries; median of {report['options']['repeats']} runs. recall@10 against "
+        "exact full-dim search (on the CPU), all queries. Memory = bytes held to answer queries (FAISS: serialised index; "
+        "telescope: full-dim vectors + the plan's stage-one index). Build = index construction (telescope: its "
+        "stage one; the durable write of the collection, WAL + segments, is the `store` column; exact on the GPU: "
+        "the copy to the GPU).",
+        "",
+    ]
+    return _scales_markdown(report, lines)
+
+
+def _gpus(report: dict) -> str:
+    gpus = report["host"].get("faiss_gpus", 0)
+    if not gpus:
+        return "FAISS sees no GPU: everything ran on the CPU"
+    return (f"FAISS sees {gpus} GPU(s) ({report['host'].get('gpu_name', '?')}): exact search also on the GPU, and "
+            "each telescope stage one whose index FAISS can move there (Flat, IVF) and whose shortlist is within "
+            f"FAISS-GPU's k limit of {GPU_MAX_K} (`search on` column)")
+
+
+def _synthetic_header(report: dict) -> list[str]:
+    s = report["synthetic"]
+    return [f"Vectors: {s['points']:,} synthetic x {s['dim']} dims and {s['queries']:,} queries, seed {s['seed']} "
+            f"({s['method']})  "]
+
+
+def _data_header(report: dict) -> list[str]:
+    m = report["model"]
+    return [
         f"Model: {m['tag']} (objective {m.get('objective')}, hash {m['hash']}, {m['path']}), vectors at "
         f"({m['num_layers']} layers, {m['full_dim']} dims)  ",
         f"Data: {report['data']['root']} (hash {report['data']['hash']}): {report['data']['distinct_texts']:,} distinct texts "
         f"of {', '.join(SOURCES)}; corpus {report['data']['corpus']:,}, held-out queries {report['data']['queries']:,}  ",
         "Corpus per source: " + ", ".join(f"{s} {c:,}" for s, c in report["data"]["counts"]["corpus"].items()) + "  ",
         f"Embedding: {report['embedding']['seconds']:.0f} s ({'from the cache' if report['embedding']['cached'] else 'encoded'}, "
-        f"backend {report['embedding'].get('backend')}, batch {report['embedding']['batch_size']}); "
-        f"threads {report['threads']} (FAISS OpenMP = torch) for every method; {report['host']['cpus']} CPUs  ",
-        f"Timing: batch 1 = the first {report['options']['batch1_queries']} queries one at a time; batch "
-        f"{report['options']['batch']} = all queries; median of {report['options']['repeats']} runs. recall@10 against "
-        "exact full-dim search, all queries. Memory = bytes held to answer queries (FAISS: serialised index; "
-        "telescope: full-dim vectors + the plan's stage-one index). Build = index construction (telescope: its "
-        "stage one; the durable write of the collection, WAL + segments, is the `store` column).",
-        "",
+        f"backend {report['embedding'].get('backend')}, batch {report['embedding']['batch_size']})  ",
     ]
+
+
+def _scales_markdown(report: dict, lines: list[str]) -> str:
     for scale in report["scales"]:
-        title = f"{scale['vectors']:,} vectors" + (" (real)" if not scale.get("scale_up") else
+        kind = " (synthetic)" if report.get("synthetic") else " (real)"
+        title = f"{scale['vectors']:,} vectors" + (kind if not scale.get("scale_up") else
                                                    f" ({scale['scale_up']['real']:,} real + {scale['scale_up']['synthetic']:,} synthetic)")
         lines += [f"## {title}", "", f"Load average (1 min) during the run: {', '.join(f'{x:.1f}' for x in scale['loadavg_1min'])}", ""]
-        lines += ["| method | setting | recall@10 | q/s batch 1 | q/s batch 64 | memory MiB | build s | store s |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += ["| method | setting | search on | recall@10 | q/s batch 1 | q/s batch 64 | memory MiB | build s | store s |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for p in scale["points"]:
+            store = f"{p['store_s']:.1f}" if "store_s" in p else ""
             lines.append(
-                f"| {p['method']} | {p['setting']} | {p['recall_at_10']:.3f} | {p['qps_batch1']:,.0f} | "
-                f"{p['qps_batch']:,.0f} | {_mb(p['memory_bytes'])} | {p['build_s']:.1f} | "
-                f"{p['store_s']:.1f} |" if "store_s" in p else
-                f"| {p['method']} | {p['setting']} | {p['recall_at_10']:.3f} | {p['qps_batch1']:,.0f} | "
-                f"{p['qps_batch']:,.0f} | {_mb(p['memory_bytes'])} | {p['build_s']:.1f} | |"
+                f"| {p['method']} | {p['setting']} | {_where(p)} | {p['recall_at_10']:.3f} | {p['qps_batch1']:,.0f} | "
+                f"{p['qps_batch']:,.0f} | {_mb(p['memory_bytes'])} | {p['build_s']:.1f} | {store} |"
             )
         if scale.get("scale_up"):
             s = scale["scale_up"]
@@ -587,9 +634,7 @@ def run_bench_index(
                  "sentence_split": "SciFact abstracts split after . ! ? before a capital, digit or bracket"},
         "embedding": embedding,
         "threads": threads,
-        "options": {"flat_plans": options.flat_plans, "hnsw_plans": options.hnsw_plans, "hnsw_ef": options.hnsw_ef,
-                    "hnsw_m": options.hnsw_m, "hnsw_ef_construction": 40, "batch1_queries": options.batch1_queries,
-                    "batch": options.batch, "repeats": options.repeats, "compact": options.compact, "k": K, "scale_to": scale_to},
+        "options": options.report(scale_to),
         "scales": [],
         **environment(),
     }
@@ -599,9 +644,58 @@ def run_bench_index(
         "Synthetic vectors (scale-up) sit around real ones; recall on them measures the index, not the model's "
         "quality on a real million-text corpus.",
     ]
+    return _run_scales(report, corpus, query_vectors, [None] + ([scale_to] if scale_to else []), options, seed,
+                       workdir, out, name, log)
+
+
+def run_bench_index_synthetic(
+    points: int,
+    *,
+    dim: int = 384,
+    queries: int = 1000,
+    threads: int = 2,
+    options: Options,
+    seed: int = 0,
+    workdir: Path | None = None,
+    out: Path,
+    name: str,
+    command: str,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """The same comparison on ``points`` prefix-structured random unit vectors (``nested_vectors``: clusters, the
+    signal in the first coordinates) and ``queries`` more drawn from the same clusters: no model and no data
+    folder, for a machine that has neither (the GPU check, ``tools/device``)."""
+    from telescope.eval.report import environment
+    from telescope.eval.synthetic import nested_vectors
+
+    set_threads(threads)
+    options.check(dim)
+    if points < 1 or queries < 1:
+        raise ValueError(f"synthetic: expected at least 1 point and 1 query, got {points} and {queries}")
+    vectors = nested_vectors(points + queries, dim, seed)
+    report = {
+        "name": name,
+        "command": command,
+        "synthetic": {"points": points, "queries": queries, "dim": dim, "seed": seed,
+                      "method": "telescope.eval.synthetic.nested_vectors: 1,000 Gaussian cluster centres scaled by "
+                                "1/sqrt(i+1) per coordinate, points = centre + half-scale noise, unit length; the "
+                                "last `queries` rows are the queries"},
+        "threads": threads,
+        "options": options.report(0),
+        "scales": [],
+        "notes": ["Random vectors with a nested structure, not a model's embeddings: recall here measures the "
+                  "indexes, not retrieval quality."],
+        **environment(),
+    }
+    return _run_scales(report, vectors[:points], vectors[points:], [None], options, seed, workdir, out, name, log)
+
+
+def _run_scales(report: dict, corpus: np.ndarray, query_vectors: np.ndarray, sizes: list[int | None],
+                options: Options, seed: int, workdir: Path | None, out: Path, name: str,
+                log: Callable[[str], None]) -> dict:
+    """``bench_scale`` at the corpus's size (None) and at each scaled-up size; the report is written after each."""
     workdir = Path(workdir) if workdir is not None else Path(tempfile.gettempdir())
     workdir.mkdir(parents=True, exist_ok=True)
-    sizes = [None] + ([scale_to] if scale_to else [])
     for size in sizes:
         scale_start = time.perf_counter()
         scaled = None

@@ -26,6 +26,8 @@ PACKAGES = (
     "sentence-transformers",
     "transformers",
     "faiss-cpu",
+    "faiss-gpu",
+    "faiss-gpu-cu12",
     "numpy",
     "scipy",
     "pytrec-eval-terrier",
@@ -45,6 +47,8 @@ def environment() -> dict:
     """Package versions and the host the figures were measured on."""
     import torch
 
+    from telescope.index.stage_one import faiss_gpus
+
     versions = {"python": platform.python_version()}
     for name in PACKAGES:
         try:
@@ -58,6 +62,8 @@ def environment() -> dict:
             "cpus": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
             "cuda": torch.cuda.is_available(),
+            "gpu_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "faiss_gpus": faiss_gpus(),
         },
     }
 

@@ -604,6 +604,12 @@ class Collection:
             s1.add(self._rows.vectors[s1.ntotal :])
         return s1
 
+    def stage_one_device(self, plan: Plan | str) -> str:
+        """``cpu`` or ``gpu``: where ``plan``'s stage one runs on this collection (deleted rows counted)."""
+        first = Plan.of(plan).stages[0]
+        with self._lock:
+            return self._stage_one(first.dim).device_for(first.keep, self._rows.n - self._rows.live_count)
+
     def info(self) -> dict:
         with self._lock:
             versions: dict[str, int] = {}

