@@ -3,7 +3,8 @@
 One run, the same vectors, the same queries and the same threads (FAISS OpenMP = torch = ``threads``) for every
 method:
 
-- **exact**: FAISS ``IndexFlatIP`` over the full-dim vectors; its top-10 is the truth for recall@10.
+- **exact**: FAISS ``IndexFlatIP`` over the full-dim vectors; its top-10 is the truth for recall@10. Where FAISS
+  sees a GPU, the same index copied there (**exact, GPU**) too.
 - **HNSW, full dim**: FAISS ``HNSW{M}`` (index factory, efConstruction = FAISS's default 40) over the full-dim
   vectors, one point per ``efSearch``.
 - **telescope, exact prefix**: a ``Collection`` whose stage one is a Flat scan of the plan's first prefix, then a
@@ -14,6 +15,9 @@ method:
 - **telescope, compact** (``compact``): the same HNSW plans on a collection built to hold less, as Qdrant's
   quantized search with rescoring does: stage one ``HNSW{M},SQ8`` (the prefix graph over 8-bit scalar-quantized
   codes) and the full-dim rows kept as float16 (``vector_dtype="float16"``); the re-rank scores upcast rows.
+
+Each point records where its search ran (``device``): telescope's stage one runs on the GPU when FAISS sees one,
+its index can move there (Flat, IVF) and the shortlist is within FAISS-GPU's k limit; re-ranking is on the CPU.
 
 Per point: queries/s at batch 1 (the first ``batch1_queries`` queries, sent one at a time) and at batch 64 (all
 queries), medians of ``repeats`` runs; recall@10 against exact over all queries; memory as the bytes held to
@@ -33,6 +37,10 @@ per-coordinate variance profile and correlations as the data: a nested model's p
 so that its expected cosine to its source equals the median cosine between a real vector and its nearest real
 neighbour, then re-normalised. The queries stay the real held-out texts. What this does not reproduce: a real
 million-text corpus's spread of topics; the synthetic points sit around the real ones.
+
+Without a model or the data folder (a GPU machine that has neither, ``tools/device``),
+:func:`run_bench_index_synthetic` runs the same comparison on prefix-structured random vectors
+(``telescope.eval.synthetic``).
 
 FAISS has every index here; what no library has is the comparison itself over telescope's plans, so this module
 only times and counts.
