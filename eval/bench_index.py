@@ -612,7 +612,7 @@ def run_bench_index(
 ) -> dict:
     """Embed (or read from the cache) the corpus and the queries, run every method at the real size and, with
     ``scale_to``, at the scaled-up size; the report is written after each scale."""
-    from telescope.eval.report import environment, model_info
+    from telescope.eval.report import model_info
 
     set_threads(threads)
     options.check(embedder.full_dim)
@@ -633,27 +633,18 @@ def run_bench_index(
         f"{embedding['seconds']:.0f} s ({'cached' if embedding['cached'] else 'encoded'})")
     info = model_info(embedder)
     info["objective"] = embedder.manifest.objective
-    report = {
-        "name": name,
-        "command": command,
-        "model": info,
-        "data": {"root": str(data_root), "hash": texts.hash, "files": texts.files, "distinct_texts": len(texts.texts),
-                 "corpus": len(corpus_texts), "queries": len(query_texts), "counts": counts, "seed": seed,
-                 "sentence_split": "SciFact abstracts split after . ! ? before a capital, digit or bracket"},
-        "embedding": embedding,
-        "threads": threads,
-        "options": options.report(scale_to),
-        "scales": [],
-        **environment(),
-    }
-    report["notes"] = [
+    report = _new_report(name, command, threads, options.report(scale_to), notes=[
         "Stage-one HNSW keeps FAISS's efSearch 16; telescope's stage one searches a graph with a beam of "
         "max(efSearch, shortlist), so a plan's first shortlist is also its beam width.",
         "Synthetic vectors (scale-up) sit around real ones; recall on them measures the index, not the model's "
         "quality on a real million-text corpus.",
-    ]
+    ], model=info, data={
+        "root": str(data_root), "hash": texts.hash, "files": texts.files, "distinct_texts": len(texts.texts),
+        "corpus": len(corpus_texts), "queries": len(query_texts), "counts": counts, "seed": seed,
+        "sentence_split": "SciFact abstracts split after . ! ? before a capital, digit or bracket",
+    }, embedding=embedding)
     return _run_scales(report, corpus, query_vectors, [None] + ([scale_to] if scale_to else []), options, seed,
-                       workdir, out, name, log)
+                       workdir, out, log)
 
 
 def run_bench_index_synthetic(
@@ -673,7 +664,6 @@ def run_bench_index_synthetic(
     """The same comparison on ``points`` prefix-structured random unit vectors (``nested_vectors``: clusters, the
     signal in the first coordinates) and ``queries`` more drawn from the same clusters: no model and no data
     folder, for a machine that has neither (the GPU check, ``tools/device``)."""
-    from telescope.eval.report import environment
     from telescope.eval.synthetic import nested_vectors
 
     set_threads(threads)
@@ -681,26 +671,28 @@ def run_bench_index_synthetic(
     if points < 1 or queries < 1:
         raise ValueError(f"synthetic: expected at least 1 point and 1 query, got {points} and {queries}")
     vectors = nested_vectors(points + queries, dim, seed)
-    report = {
-        "name": name,
-        "command": command,
-        "synthetic": {"points": points, "queries": queries, "dim": dim, "seed": seed,
-                      "method": "telescope.eval.synthetic.nested_vectors: 1,000 Gaussian cluster centres scaled by "
-                                "1/sqrt(i+1) per coordinate, points = centre + half-scale noise, unit length; the "
-                                "last `queries` rows are the queries"},
-        "threads": threads,
-        "options": options.report(0),
-        "scales": [],
-        "notes": ["Random vectors with a nested structure, not a model's embeddings: recall here measures the "
-                  "indexes, not retrieval quality."],
-        **environment(),
-    }
-    return _run_scales(report, vectors[:points], vectors[points:], [None], options, seed, workdir, out, name, log)
+    report = _new_report(name, command, threads, options.report(0), notes=[
+        "Random vectors with a nested structure, not a model's embeddings: recall here measures the indexes, not "
+        "retrieval quality.",
+    ], synthetic={
+        "points": points, "queries": queries, "dim": dim, "seed": seed,
+        "method": "telescope.eval.synthetic.nested_vectors: 1,000 Gaussian cluster centres scaled by 1/sqrt(i+1) "
+                  "per coordinate, points = centre + half-scale noise, unit length; the last `queries` rows are "
+                  "the queries",
+    })
+    return _run_scales(report, vectors[:points], vectors[points:], [None], options, seed, workdir, out, log)
+
+
+def _new_report(name: str, command: str, threads: int, options: dict, notes: list[str], **source) -> dict:
+    """A report before its scales: what ran, on what (``source``: model, data and embedding, or synthetic), where."""
+    from telescope.eval.report import environment
+
+    return {"name": name, "command": command, **source, "threads": threads, "options": options, "scales": [],
+            "notes": notes, **environment()}
 
 
 def _run_scales(report: dict, corpus: np.ndarray, query_vectors: np.ndarray, sizes: list[int | None],
-                options: Options, seed: int, workdir: Path | None, out: Path, name: str,
-                log: Callable[[str], None]) -> dict:
+                options: Options, seed: int, workdir: Path | None, out: Path, log: Callable[[str], None]) -> dict:
     """``bench_scale`` at the corpus's size (None) and at each scaled-up size; the report is written after each."""
     workdir = Path(workdir) if workdir is not None else Path(tempfile.gettempdir())
     workdir.mkdir(parents=True, exist_ok=True)
@@ -717,6 +709,6 @@ def _run_scales(report: dict, corpus: np.ndarray, query_vectors: np.ndarray, siz
         result["wall_s"] = time.perf_counter() - scale_start
         result["targets"] = targets(result)
         report["scales"].append(result)
-        write(report, out, name)
+        write(report, out, report["name"])
         del vectors
     return report
