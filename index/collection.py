@@ -177,6 +177,30 @@ class Collection:
         return int(self._manifest["generation"])
 
     @property
+    def state_key(self) -> tuple[float, int, int]:
+        """(created, generation, WAL records since that generation): every acknowledged write changes it, and two
+        copies of a collection with equal keys hold the same points. Read it holding ``lock``."""
+        return (float(self._manifest.get("created", 0.0)), self.generation, self._wal_records)
+
+    def catch_up(self, key: tuple[float, int, int]) -> bool:
+        """Read-only copy: apply the WAL records its writer acknowledged since this copy was opened or last caught
+        up, up to the state ``key`` (a writer's ``state_key``); True when this copy now holds exactly that state.
+        False when the writer has committed another generation since (open the collection again to follow it) or
+        this copy is already past ``key``."""
+        if not self.read_only:
+            raise RuntimeError(f"collection: catch_up is for read-only copies; {str(self.path)!r} is open for writing")
+        with self._lock:
+            here = self.state_key
+            if here[:2] != tuple(key[:2]) or here[2] > key[2]:
+                return False
+            if here[2] < key[2]:
+                records, end = read_records(self.path / f"wal-{self.generation:06d}.log", self._wal_end, key[2] - here[2])
+                for record in records:
+                    self._apply(record)
+                self._wal_end = end
+            return self.state_key == tuple(key)
+
+    @property
     def properties(self) -> dict:
         return dict(self._manifest.get("properties", {}))
 
@@ -215,6 +239,7 @@ class Collection:
         for record in records:
             self._apply(record)
         self._wal_records = len(records)
+        self._wal_end = good_end
         if not self.read_only:
             self._remove_debris(keep={wal_path.name})
             self._wal = WriteAheadLog(wal_path, good_end)

@@ -32,21 +32,25 @@ def encode_record(batch: pa.RecordBatch) -> bytes:
     return HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
 
 
-def read_records(path: Path) -> tuple[list[pa.RecordBatch], int]:
-    """The good records of a log and the byte offset where they end."""
-    records, end = [], 0
+def read_records(path: Path, start: int = 0, limit: int | None = None) -> tuple[list[pa.RecordBatch], int]:
+    """The good records of a log from byte offset ``start`` (a record boundary), at most ``limit`` of them, and
+    the byte offset where they end."""
+    records, end = [], start
     if not path.exists():
         return records, end
-    data = path.read_bytes()
-    while end + HEADER.size <= len(data):
+    with open(path, "rb") as f:
+        f.seek(start)
+        data = f.read()
+    end = 0
+    while end + HEADER.size <= len(data) and (limit is None or len(records) < limit):
         magic, length, crc = HEADER.unpack_from(data, end)
-        start = end + HEADER.size
-        payload = data[start : start + length]
+        body = end + HEADER.size
+        payload = data[body : body + length]
         if magic != MAGIC or len(payload) != length or zlib.crc32(payload) != crc:
             break
         records.append(_decode(payload))
-        end = start + length
-    return records, end
+        end = body + length
+    return records, start + end
 
 
 def _decode(payload: bytes) -> pa.RecordBatch:

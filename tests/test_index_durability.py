@@ -118,3 +118,27 @@ def test_sigkill_mid_stream_loses_no_acknowledged_write(tmp_path, seed):
         assert p.payload == {"i": i}
     assert len(c) % 7 == 0  # whole batches only
     assert len(c) - (last_acked + 1) <= 7  # at most the one batch written but not yet acknowledged
+
+
+def test_a_read_only_copy_catches_up_with_its_writer(tmp_path):
+    """``catch_up(key)`` applies exactly the WAL records up to the writer's ``state_key``; after a commit (new
+    generation) or past the key it says False, and a writable collection refuses it."""
+    v = nested_vectors(40, 8)
+    writer = Collection.create(tmp_path / "c", 8)
+    writer.upsert([f"p{i}" for i in range(10)], v[:10])
+    copy = Collection.open(tmp_path / "c", read_only=True)
+    assert copy.state_key == writer.state_key and len(copy) == 10
+    writer.upsert([f"p{i}" for i in range(10, 20)], v[10:20])
+    middle = writer.state_key
+    writer.delete(["p0"])
+    writer.upsert(["p30"], v[30:31])
+    assert copy.catch_up(middle) and len(copy) == 20  # not the records after the key
+    assert copy.catch_up(writer.state_key) and copy.state_key == writer.state_key
+    assert len(copy) == 20 and copy.get(["p0"]) == [None] and copy.search(v[30], k=1)[0][0].id == "p30"
+    assert not copy.catch_up(middle)  # already past it
+    writer.commit()
+    assert not copy.catch_up(writer.state_key)  # another generation: open it again
+    assert Collection.open(tmp_path / "c", read_only=True).state_key == writer.state_key
+    with pytest.raises(RuntimeError, match="read-only copies"):
+        writer.catch_up(writer.state_key)
+    writer.close()
