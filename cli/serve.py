@@ -35,6 +35,7 @@ def serve(
     gzip: Annotated[bool, typer.Option(help="Compress responses with gzip for clients that accept it.")] = True,
     compute_threads: Annotated[int, typer.Option(help="torch and FAISS threads per call (calls run in parallel).")] = 1,
     switch_interval_ms: Annotated[float, typer.Option(help="How long a Python thread may hold the GIL while others wait (sys.setswitchinterval).")] = 5.0,
+    search_processes: Annotated[int, typer.Option(help="Replica processes answering plain vector searches on other cores, each with its own copy of the collections it searches (memory); 0: none.")] = 0,
 ) -> None:
     """Serve the collections under --data over gRPC (telescope.v1 + health + reflection)."""
     from telescope.server.app import ServerConfig, TelescopeServer, set_compute_threads, set_switch_interval
@@ -44,6 +45,7 @@ def serve(
     config = ServerConfig(
         data_dir=data, host=host, port=port, token=read_token(token or None, token_file),
         tls_cert=tls_cert, tls_key=tls_key, model=model, max_workers=max_workers, gzip=gzip,
+        search_processes=search_processes,
     )
     set_compute_threads(compute_threads)
     set_switch_interval(switch_interval_ms)

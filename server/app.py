@@ -8,7 +8,9 @@ are always accepted. Messages up to 64 MiB; over that, and over ``max_concurrent
 itself answers RESOURCE_EXHAUSTED. Binds 127.0.0.1 unless told otherwise.
 
 The server is gRPC's asyncio server on an event loop of its own (``EventLoopThread``): short vector searches
-are answered on the loop, every other call in a pool of ``max_workers`` threads (``bridge``).
+are answered on the loop, every other call in a pool of ``max_workers`` threads (``bridge``). With
+``search_processes`` (``--search-processes N``) the loop hands those short searches to N replica processes that
+hold read-only copies of the collections (``replica``), so that they run on other cores.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from telescope.server.embed import EmbedServicer
 from telescope.server.limits import Limits
 from telescope.server.points import PointsServicer
 from telescope.server.registry import Registry
+from telescope.server.replica import SearchReplicas
 from telescope.server.search import SearchServicer
 from telescope.server.state import ServerState
 
@@ -67,6 +70,7 @@ class ServerConfig:
     model: str = DEFAULT_MODEL
     max_workers: int = 16
     gzip: bool = True
+    search_processes: int = 0  # search replicas (server/replica.py); 0: searches run in the server process
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
@@ -79,6 +83,8 @@ class ServerConfig:
             raise ValueError(f"--port: expected 0..65535 (0 picks a free port), got {self.port}")
         if self.max_workers < 1:
             raise ValueError(f"--max-workers: expected at least 1, got {self.max_workers}")
+        if self.search_processes < 0:
+            raise ValueError(f"--search-processes: expected 0 or more, got {self.search_processes}")
 
 
 def set_compute_threads(threads: int) -> None:
@@ -195,6 +201,8 @@ class TelescopeServer:
             raise RuntimeError(f"--host/--port: cannot bind {address} (in use or not a local address)")
         await server.start()
         self._server = server
+        if c.search_processes:
+            self.state.replicas = SearchReplicas(c.search_processes, c.limits, asyncio.get_running_loop(), self.state.stats)
         return port
 
     def load(self) -> list[str]:
@@ -204,8 +212,22 @@ class TelescopeServer:
         # walks it (torch, the models and the collections are ~500k objects; a full pass over them took 390 ms).
         gc.freeze()
         self.state.loaded.set()
+        if self.state.replicas is not None:
+            self._loop.call(self._follow(names))
         self._loop.call(self._set_health(health_pb2.HealthCheckResponse.SERVING))
         return names
+
+    async def _follow(self, names: list[str]) -> None:
+        """The replicas open every collection now rather than at its first search (in the meantime the server
+        answers them)."""
+        for name in names:
+            collection = self.state.registry.collection(name)
+            with collection.lock:
+                self.state.replicas.follow(collection)
+
+    async def _close_replicas(self) -> None:
+        replicas, self.state.replicas = self.state.replicas, None
+        replicas.close()
 
     async def _set_health(self, status: int) -> None:
         for service in ["", *SERVICES]:
@@ -222,6 +244,8 @@ class TelescopeServer:
         return self.state.registry.close()
 
     def _close_loop(self) -> None:
+        if self.state.replicas is not None:  # after the drain: no call awaits a replica any more
+            self._loop.call(self._close_replicas())
         if self._pool is not None:
             self._pool.shutdown(wait=True)  # no write still running when the collections commit
             self._pool = None

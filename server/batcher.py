@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Hashable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from telescope.embedder import Embedder
 from telescope.index import Collection, Plan
 from telescope.server.hits import Record
+
+if TYPE_CHECKING:
+    from telescope.embedder import Embedder
 
 
 class _Queue:

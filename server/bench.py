@@ -108,6 +108,7 @@ class LoadResult:
     server_cpu_ms_per_call: float | None = None  # server process CPU time (user + system) per call, when measured
     client_cpu_ms_per_call: float | None = None  # the client processes' CPU time per call
     client_processes: int = 1  # processes the clients were spread over
+    search_processes: int = 0  # the server's search replicas (telescope serve --search-processes)
 
     def to_dict(self) -> dict:
         return asdict(self)

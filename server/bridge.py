@@ -14,12 +14,14 @@ and this one alternated twice in one run: p99 39.8 and 35.1 ms against 29.0 and 
 and 1.60 ms against 1.57 and 1.50. Handing the searches to one search thread instead (batched, the loop going
 on meanwhile) cost more than it saved: 1.9-2.4 ms of server CPU per call, p99 28-41 ms. gRPC's own bridge for
 sync handlers on an asyncio server (``migration_thread_pool``) failed about half the calls of a trial run
-(4,955 errors against some 4,800 answers), hence this module.
+(4,955 errors against some 4,800 answers), hence this module. An ``inline`` answer may also be an awaitable of a
+response's bytes (a search handed to a replica process, server/replica.py), passed to gRPC as they are.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent import futures
@@ -98,17 +100,23 @@ def _unary(behavior: Callable, pool: futures.Executor, inline: Callable | None) 
     async def handler(request, context: grpc.aio.ServicerContext):
         try:
             response = inline(request, LoopContext(context)) if inline is not None else None
+            if inspect.isawaitable(response):  # forwarded to a search replica (server/replica.py): its bytes
+                response = await response
             if response is None:
                 response = await asyncio.get_running_loop().run_in_executor(
                     pool, behavior, request, ThreadContext(context)
                 )
         except Abort as a:
             await context.abort(a.code, a.details)
-        if response.ByteSize() < GZIP_MIN_BYTES:
+        if (len(response) if isinstance(response, bytes) else response.ByteSize()) < GZIP_MIN_BYTES:
             context.disable_next_message_compression()
         return response
 
     return handler
+
+
+def _passing_bytes(serializer: Callable) -> Callable:
+    return lambda response: response if isinstance(response, bytes) else serializer(response)
 
 
 def _stream_in(behavior: Callable, pool: futures.Executor) -> Callable:
@@ -144,6 +152,8 @@ def asyncio_handler(
     streaming = (handler.request_streaming, handler.response_streaming)
     options = dict(request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
     if streaming == (False, False):
+        if inline is not None:  # an inline answer may be a message's bytes already
+            options["response_serializer"] = _passing_bytes(handler.response_serializer)
         return grpc.unary_unary_rpc_method_handler(_unary(handler.unary_unary, pool, inline), **options)
     if streaming == (True, False):
         return grpc.stream_unary_rpc_method_handler(_stream_in(handler.stream_unary, pool), **options)

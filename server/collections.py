@@ -90,4 +90,8 @@ class CollectionsServicer(collections_pb2_grpc.CollectionsServicer):
     @rpc
     def Delete(self, request: pb.DeleteCollectionRequest, context: grpc.ServicerContext) -> pb.DeleteCollectionResponse:
         self.state.ready()
-        return pb.DeleteCollectionResponse(points=self.state.registry.delete(request.name))
+        path = str(self.state.registry.collection(request.name, field="name").path)
+        points = self.state.registry.delete(request.name)
+        if self.state.replicas is not None:
+            self.state.replicas.forget(path)
+        return pb.DeleteCollectionResponse(points=points)

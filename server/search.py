@@ -14,11 +14,11 @@ import math
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import grpc
 import numpy as np
 
-from telescope.embedder import Embedder
 from telescope.index import Collection, Plan
 from telescope.proto.telescope.v1 import search_pb2 as pb
 from telescope.proto.telescope.v1 import search_pb2_grpc
@@ -26,6 +26,9 @@ from telescope.server.convert import filter_dict, vector_values
 from telescope.server.errors import check_alive, rpc
 from telescope.server.hits import search_response
 from telescope.server.state import ServerState
+
+if TYPE_CHECKING:
+    from telescope.embedder import Embedder
 
 EMBED_CHUNK = 64  # query texts embedded between two deadline checks
 INLINE_SCAN = 1_000_000  # coordinates an exact stage one may read on the event loop (~1 ms: 20k x 128 took 2.5)
@@ -62,12 +65,14 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
         collection = self.state.collection(request.collection)
         return self._run([self._query(request, collection, "")], collection, context)[0]
 
-    def inline(self, request: pb.SearchRequest, context: grpc.ServicerContext) -> pb.SearchResponse | None:
+    def inline(self, request: pb.SearchRequest, context: grpc.ServicerContext):
         """``Search`` on the calling thread (the server's event loop, ``bridge``) when it is short for sure: a vector
         query with no filter and no model version (each reads every row's payload or version), not a recall target
         (whose first call measures plans), whose stage one is an index (HNSW, IVF) or an exact scan of at most
         ``INLINE_SCAN`` coordinates, on a collection no write holds now. None otherwise: the call then runs in the
-        thread pool (and may share a batched search with concurrent calls)."""
+        thread pool (and may share a batched search with concurrent calls). With search replicas, such a search
+        goes to a replica holding the collection's present state: the result is then a future of the response
+        bytes (None in it: run it in the pool after all)."""
         if (request.WhichOneof("query") != "vector" or request.filter.must or request.model_version
                 or request.WhichOneof("strategy") == "recall_target" or not self.state.loaded.is_set()):
             return None
@@ -79,6 +84,10 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
         if collection.exact_scan_size(dim) > INLINE_SCAN or not collection.lock.acquire(blocking=False):
             return None
         try:
+            if self.state.replicas is not None:
+                forwarded = self.state.replicas.forward(collection, request, context.time_remaining())
+                if forwarded is not None:
+                    return forwarded
             return self._search_now(request, context)
         finally:
             collection.lock.release()

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from telescope.index import Collection
 from telescope.server.batcher import SearchBatcher, TextBatcher
 from telescope.server.errors import Stats, Unavailable
 from telescope.server.hits import PayloadCache
 from telescope.server.limits import Limits
-from telescope.server.registry import Registry
+
+if TYPE_CHECKING:
+    from telescope.server.registry import Registry
+    from telescope.server.replica import SearchReplicas
 
 
 @dataclass
@@ -22,6 +26,7 @@ class ServerState:
     batcher: TextBatcher = field(default_factory=TextBatcher)  # query texts of concurrent calls share passes
     searches: SearchBatcher = field(default_factory=SearchBatcher)  # query vectors of concurrent calls share searches
     payloads: PayloadCache = field(default_factory=PayloadCache)  # hits' payloads as Struct bytes
+    replicas: SearchReplicas | None = None  # processes answering plain vector searches (server/replica.py)
 
     def collection(self, name: str, field: str = "collection") -> Collection:
         """A loaded collection by name (UNAVAILABLE while the server is still loading)."""
