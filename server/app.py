@@ -203,6 +203,7 @@ class TelescopeServer:
         self._server = server
         if c.search_processes:
             self.state.replicas = SearchReplicas(c.search_processes, c.limits, asyncio.get_running_loop(), self.state.stats)
+            log.info("search replicas started: %s", ", ".join(r.name for r in self.state.replicas.replicas))
         return port
 
     def load(self) -> list[str]:

@@ -354,6 +354,7 @@ class ReplicaWorker:
         """Opens run here, so that the replica answers its other searches meanwhile."""
         while True:
             path = self._opens.get()
+            start = time.perf_counter()
             try:
                 copy = Collection.open(path, read_only=True)
             except Exception as e:  # noqa: BLE001 - a commit or delete raced the open: reported, the server goes on
@@ -366,6 +367,8 @@ class ReplicaWorker:
                 self.collections[path] = copy
                 key = copy.state_key
             self.send([("held", path, key, None)])
+            log.info("search replica (pid %d) opened %s: generation %d, %d points, in %.2f s",
+                     os.getpid(), path, copy.generation, len(copy), time.perf_counter() - start)
 
     def _answer(self, searches: list[tuple]) -> list[tuple]:
         from telescope.proto.telescope.v1.search_pb2 import SearchRequest
