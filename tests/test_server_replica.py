@@ -121,3 +121,26 @@ def test_deleting_a_collection_and_stopping_the_server_end_cleanly(tmp_path, tin
         assert len(client.search("c", vector=vectors[40], k=50).hits) == 20
         process = server.state.replicas.replicas[0].process
     assert process.poll() is not None  # stopping the server ended its replica
+
+
+def test_the_load_generator_against_a_server_with_a_replica(tmp_path, tiny_model_path):
+    """What ``telescope bench serve --search-processes 1`` runs: concurrent clients, every call answered."""
+    from telescope.server.bench import Searches, run_clients
+
+    with running_server(tmp_path / "data", tiny_model_path, search_processes=1) as server, Client(server.target) as client:
+        vectors = fill(client, "c", n=100)
+        replica_answers(server, client, "c", vectors[0])
+        before = server.stats["searches.replica"]
+        result = run_clients(server.target, Searches("c", vectors[:20], 5), clients=4, seconds=1.0, warmup=0.2)
+        assert result.errors == 0 and result.requests > 0
+        assert server.stats["searches.replica"] - before >= result.requests
+
+
+@pytest.mark.parametrize("value", ["-1", "one", ""])
+def test_bad_search_process_counts_are_refused(tmp_path, capsys, value):
+    from cli_helpers import run_cli
+
+    code, _, err = run_cli(["bench", "serve", "--search-processes", value, "--cache", str(tmp_path)], capsys)
+    assert code == 2 and "--search-processes: expected integers >= 0" in err
+    code, _, err = run_cli(["serve", "--data", str(tmp_path), "--port", "0", "--search-processes", "-2"], capsys)
+    assert code == 2 and "--search-processes: expected 0 or more, got -2" in err
