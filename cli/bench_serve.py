@@ -41,7 +41,7 @@ def bench_serve(
     switch_interval_ms: Annotated[float, typer.Option(help="The server's --switch-interval-ms.")] = 5.0,
     client_processes: Annotated[int, typer.Option(help="Processes the clients are spread over.")] = 1,
     floor: Annotated[bool, typer.Option(help="Also measure vector queries against a server answering one canned response (gRPC and the clients alone).")] = True,
-    search_processes: Annotated[str, typer.Option(help="The server's --search-processes, comma-separated: vector queries are measured against each, text queries against the first, which the target is judged on.")] = "1,0",
+    search_processes: Annotated[str, typer.Option(help="The server's --search-processes, comma-separated: vector queries are measured against each, text queries against the first, which the target is judged on.")] = "0,1",
 ) -> None:
     """Start `telescope serve` on the benchmark collection and measure C closed-loop clients per query kind."""
     import faiss
