@@ -22,8 +22,8 @@ calls to the server (they run in the thread pool) and is not restarted; the serv
 server has loaded them, and any created later at its first search): memory grows by that much per replica.
 ``telescope serve --search-processes 0`` (the default) runs none.
 
-**Measured** (``telescope bench serve``, 100k vectors, HNSW32 stage one, 16 clients on the same 2 cores, nine runs
-with and without a replica side by side): 1,003-1,240 QPS against 761-905, p99 21.4-28.6 ms against 23.9-28.8.
+**Measured** (``telescope bench serve``, 100k vectors, HNSW32 stage one, 16 clients on the same 2 cores, thirteen
+runs with and without a replica side by side): 1,003-1,244 QPS against 759-952, p99 21.4-28.6 ms against 22.0-28.8.
 The machine is then CPU-bound: per call the event loop spends about 0.65 ms (0.5 of it gRPC's), the replica 0.6
 (HNSW and re-ranking about 0.4), the clients 0.35-0.4; three busy processes on two cores widen the latency
 distribution, so the p99 gains less than the median (README, gRPC section). One client waits for the extra hop.
