@@ -160,9 +160,11 @@ class Replica:
         except OSError:
             return self._died()
         del self._out[:sent]
-        if bool(self._out) != self._waiting:  # the socket's buffer is full: go on when it has room
-            self._waiting = bool(self._out)
-            (self._loop.add_writer if self._waiting else self._loop.remove_writer)(self._sock.fileno(), *([self._write] if self._waiting else []))
+        if self._out and not self._waiting:  # the socket's buffer is full: go on when it has room
+            self._loop.add_writer(self._sock.fileno(), self._write)
+        elif not self._out and self._waiting:
+            self._loop.remove_writer(self._sock.fileno())
+        self._waiting = bool(self._out)
 
     def _drain(self) -> None:
         try:
@@ -308,7 +310,7 @@ class ReplicaWorker:
     def run(self) -> None:
         self.send([("ready",)])
         while True:
-            items = self._receive()
+            items = self._wait_for_items()
             if items is None:
                 return
             searches, replies = [], []
@@ -323,7 +325,7 @@ class ReplicaWorker:
             replies += self._answer(searches)
             self.send(replies)
 
-    def _receive(self) -> list[tuple] | None:
+    def _wait_for_items(self) -> list[tuple] | None:
         """Every item that has arrived (waiting for at least one); None when the server has closed the socket."""
         while True:
             try:
