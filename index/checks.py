@@ -26,7 +26,7 @@ def check_vectors(vectors: np.ndarray, n: int, dim: int) -> np.ndarray:
 
 def check_queries(queries: np.ndarray, plan: Plan, dim: int) -> np.ndarray:
     """Queries for ``plan`` on a ``dim``-long collection as a C-contiguous float32 (n, d) array (one 1-d query
-    is n = 1); the coordinates stage one reads must be finite and not all zero."""
+    is n = 1); finite, and the coordinates stage one reads not all zero."""
     queries = np.asarray(queries, dtype=np.float32)
     if queries.ndim == 1:
         queries = queries[None, :]
@@ -37,6 +37,7 @@ def check_queries(queries: np.ndarray, plan: Plan, dim: int) -> np.ndarray:
     if len(queries) == 0:
         raise ValueError("queries: expected at least one query, got none")
     check_finite_nonzero(queries[:, : plan.stages[0].dim], "queries")
+    check_finite_nonzero(queries, "queries")  # the later stages read the coordinates past stage one's
     return np.ascontiguousarray(queries)
 
 

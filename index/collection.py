@@ -42,7 +42,7 @@ import pyarrow.parquet as pq
 
 from telescope.index.autoplan import PlanChoice, candidate_plans, recall_at_k, without_self
 from telescope.index.checks import check_ids, check_payloads, check_queries, check_vectors, check_where
-from telescope.index.files import write_json, write_npy, write_parquet
+from telescope.index.files import write_atomic, write_json, write_npy, write_parquet
 from telescope.index.plan import Plan
 from telescope.index.rerank import merge_top, rerank
 from telescope.index.rows import Rows, check_vector_dtype
@@ -113,11 +113,13 @@ class Collection:
             raise FileExistsError(f"collection: {str(path)!r} already holds a collection")
         plan = Plan.of(default_plan) if default_plan is not None else Plan.exact(dim)
         plan.check_dim(dim)
-        s1_dim = stage_one_dim or plan.stages[0].dim
+        s1_dim = stage_one_dim if stage_one_dim is not None else plan.stages[0].dim
         if not 1 <= s1_dim <= dim:
             raise ValueError(f"stage_one_dim: expected 1..{dim}, got {s1_dim}")
         StageOne(s1_dim, stage_one, stage_one_params)  # checks the factory string and parameters
         check_vector_dtype(vector_dtype)
+        if isinstance(flush_rows, bool) or not isinstance(flush_rows, int) or flush_rows < 1:
+            raise ValueError(f"flush_rows: expected an integer >= 1, got {flush_rows!r}")
         path.mkdir(parents=True, exist_ok=True)
         manifest = {
             "format": FORMAT,
@@ -278,7 +280,8 @@ class Collection:
         payload_texts = check_payloads(payloads, len(ids))
         if not ids:
             return 0
-        vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        norms = np.linalg.norm(vectors.astype(np.float64), axis=1, keepdims=True)  # float32 squares under/overflow
+        vectors = (vectors / norms).astype(np.float32)
         if vectors.shape[1] < self.dim:  # an older, shorter model version: stored zero-padded
             vectors = np.pad(vectors, ((0, 0), (0, self.dim - vectors.shape[1])))
         with self._lock:
@@ -352,23 +355,28 @@ class Collection:
             if compact is None:
                 compact = dead > 1000 and dead > rows.n / 3
             segments = list(self._manifest["segments"])
-            if compact:
-                self._rows = rows = rows.compacted()
-                self._stage_ones.clear()
-                segments, self._committed_rows = [], 0
-            gen = self.generation + 1
-            if rows.n > self._committed_rows:
-                name = f"seg-{gen:06d}"
-                write_npy(self.path / f"{name}.vec.npy", rows.vectors[self._committed_rows :])
-                write_parquet(self.path / f"{name}.meta.parquet", rows.meta_table(self._committed_rows, rows.n))
-                segments.append({"name": name, "rows": rows.n - self._committed_rows})
-            deleted = None
-            if rows.n > rows.live_count:
-                deleted = f"deleted-{gen:06d}.npy"
-                write_npy(self.path / deleted, np.flatnonzero(~rows.alive))
-            manifest = dict(self._manifest, generation=gen, segments=segments, deleted=deleted)
-            manifest["stage_one_file"] = self._write_stage_one(gen)
-            write_json(self.path / MANIFEST, manifest)
+            before = (self._rows, dict(self._stage_ones), self._committed_rows)
+            try:
+                if compact:
+                    self._rows = rows = rows.compacted()
+                    self._stage_ones.clear()
+                    segments, self._committed_rows = [], 0
+                gen = self.generation + 1
+                if rows.n > self._committed_rows:
+                    name = f"seg-{gen:06d}"
+                    write_npy(self.path / f"{name}.vec.npy", rows.vectors[self._committed_rows :])
+                    write_parquet(self.path / f"{name}.meta.parquet", rows.meta_table(self._committed_rows, rows.n))
+                    segments.append({"name": name, "rows": rows.n - self._committed_rows})
+                deleted = None
+                if rows.n > rows.live_count:
+                    deleted = f"deleted-{gen:06d}.npy"
+                    write_npy(self.path / deleted, np.flatnonzero(~rows.alive))
+                manifest = dict(self._manifest, generation=gen, segments=segments, deleted=deleted)
+                manifest["stage_one_file"] = self._write_stage_one(gen)
+                write_json(self.path / MANIFEST, manifest)
+            except BaseException:  # cut before the manifest: the committed state is the old one, in memory too
+                self._rows, self._stage_ones, self._committed_rows = before
+                raise
             self._manifest = manifest
             self._committed_rows = rows.n
             wal.close()
@@ -383,9 +391,7 @@ class Collection:
             return None
         s1 = self._stage_one(cfg["dim"])
         name = f"stage1-{gen:06d}.faiss"
-        tmp = self.path / (name + ".tmp")
-        s1.write(str(tmp))
-        os.replace(tmp, self.path / name)
+        write_atomic(self.path / name, lambda tmp: s1.write(str(tmp)))
         return {"name": name, "rows": s1.ntotal}
 
     # -- reading -----------------------------------------------------------------------------------------------
@@ -469,8 +475,27 @@ class Collection:
     def _run_plan(self, queries: np.ndarray, plan: Plan, alive: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         first = plan.stages[0]
         scores, rows = self._stage_one(first.dim).search(queries, first.keep, alive)
+        if alive is not None:
+            scores, rows = self._fill_shortlists(queries, first.dim, scores, rows, alive)
         for s in plan.stages[1:]:
             scores, rows = rerank(queries, rows, self._rows.vectors, s.dim, s.keep)
+        return scores, rows
+
+    def _fill_shortlists(
+        self, queries: np.ndarray, dim: int, scores: np.ndarray, rows: np.ndarray, alive: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Stage one again, as an exact scan of the allowed rows, for each query that came back with fewer rows
+        than are allowed: a graph (HNSW) or inverted lists (IVF) searched under a selective filter or after
+        many deletes find few allowed rows (as Qdrant, a full scan where the filter leaves few)."""
+        short = np.count_nonzero(rows >= 0, axis=1) < min(rows.shape[1], np.count_nonzero(alive))
+        if not short.any():
+            return scores, rows
+        allowed = np.flatnonzero(alive)
+        exact = StageOne(dim)
+        exact.add(self._rows.vectors[allowed])
+        found_scores, found = exact.search(queries[short], rows.shape[1], None)
+        scores[short] = found_scores
+        rows[short] = np.where(found >= 0, allowed[np.maximum(found, 0)], -1)
         return scores, rows
 
     def _length_groups(self, max_dim: int, alive: np.ndarray | None) -> list[tuple[int, np.ndarray]] | None:
@@ -509,6 +534,9 @@ class Collection:
         collection's own vectors (see telescope.index.autoplan); exact search when none does."""
         if not isinstance(target, (int, float)) or not 0 < target <= 1:
             raise ValueError(f"recall_target: expected a number in (0, 1], got {target!r}")
+        for name, value in (("k", k), ("sample", sample)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
         with self._lock:
             live = np.flatnonzero(self._rows.alive)
             if len(live) <= k + 1:

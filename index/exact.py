@@ -15,4 +15,4 @@ def exact_search(vectors: np.ndarray, queries: np.ndarray, k: int, dim: int | No
     return top
 
 
-__all__ = ["Collection", "Hit", "Point", "exact_search"]
+__all__ = ["exact_search"]

@@ -14,6 +14,7 @@ number of results; ``search(k=...)`` returns ``k`` results and raises every shor
 from __future__ import annotations
 
 import functools
+import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -35,10 +36,15 @@ class Plan:
             return stages
         if isinstance(stages, str):
             return cls.parse(stages)
-        pairs = [tuple(s) for s in stages]
+        try:
+            pairs = [tuple(s) for s in stages]
+        except TypeError:
+            raise ValueError(
+                f"plan: expected a written plan like '32:400,128:10' or (dim, keep) pairs, got {stages!r}"
+            ) from None
         for i, pair in enumerate(pairs):
-            if len(pair) != 2:
-                raise ValueError(f"plan[{i}]: expected a (dim, keep) pair, got {pair!r}")
+            if len(pair) != 2 or not all(isinstance(x, numbers.Integral) and not isinstance(x, bool) for x in pair):
+                raise ValueError(f"plan[{i}]: expected a (dim, keep) pair of integers, got {pair!r}")
         return cls._checked([Stage(int(d), int(k)) for d, k in pairs])
 
     @classmethod

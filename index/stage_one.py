@@ -134,6 +134,8 @@ class StageOne:
         ``efSearch`` whatever ``k`` is and pads with -1, so a shortlist longer than efSearch would come back
         mostly empty (measured: 200 asked at efSearch 16 over 10k real vectors, 0.64 of the exact prefix top-200).
         """
+        if self.ntotal == 0:  # nothing to find (and an IVF index not yet trained cannot search)
+            return np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1, np.int64)
         prefix = prefix_normalize(queries, self.dim)
         gpu = self._on_gpu(k, alive)
         if gpu is not None:

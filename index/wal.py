@@ -65,16 +65,27 @@ class WriteAheadLog:
         self.path = path
         if good_end is None:
             _, good_end = read_records(path)
-        self._file = open(path, "ab")
+        self._file = open(path, "ab", buffering=0)  # unbuffered: a failed write leaves no bytes in a buffer
         if self._file.tell() > good_end:
             self._file.truncate(good_end)
+            self._file.seek(good_end)
             os.fsync(self._file.fileno())
         fsync_dir(path.parent)
 
     def append(self, batch: pa.RecordBatch) -> None:
-        self._file.write(encode_record(batch))
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        """Write and fsync one record. When that fails (a full disk, an I/O error) the call raises and the log
+        is cut back to where it was: a write not acknowledged leaves no record, and the next one follows the
+        last good record (a torn record before it would hide it from every reader)."""
+        end = self._file.tell()
+        try:
+            record = memoryview(encode_record(batch))
+            while record:
+                record = record[self._file.write(record) :]
+            os.fsync(self._file.fileno())
+        except BaseException:
+            self._file.truncate(end)
+            self._file.seek(end)
+            raise
 
     def close(self) -> None:
         self._file.close()

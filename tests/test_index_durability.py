@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import signal
@@ -49,6 +50,96 @@ def test_torn_wal_tail_is_dropped_and_writing_continues(tmp_path):
     c._wal.close()
     os.close(c._lock_fd)
     assert len(Collection.open(tmp_path / "c", read_only=True)) == 2
+
+
+class _TornFile:
+    """A WAL file on a full disk: half of the next write lands, then ENOSPC."""
+
+    def __init__(self, real):
+        self._real = real
+
+    def write(self, data):
+        self._real.write(bytes(data)[: len(data) // 2])
+        self._real.flush()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+def _fail_fsync(fd):
+    raise OSError(errno.EIO, "Input/output error")
+
+
+@pytest.mark.parametrize("failure", ["torn write", "fsync"])
+def test_a_failed_wal_append_leaves_no_record_behind(tmp_path, monkeypatch, failure):
+    """An upsert whose WAL append fails raised, so it was not acknowledged: the log is cut back, the next write
+    is durable after the last good record, and neither a reopen nor a read-only copy sees the failed one."""
+    v = nested_vectors(3, 8)
+    c = Collection.create(tmp_path / "c", 8)
+    c.upsert(["a"], v[:1])
+    wal = c._wal
+    if failure == "torn write":
+        real = wal._file
+        wal._file = _TornFile(real)
+    else:
+        monkeypatch.setattr("telescope.index.wal.os.fsync", _fail_fsync)
+    with pytest.raises(OSError):
+        c.upsert(["failed"], v[1:2])
+    if failure == "torn write":
+        wal._file = real
+    monkeypatch.undo()
+    c.upsert(["b"], v[2:3])  # acknowledged
+    copy = Collection.open(tmp_path / "c", read_only=True)
+    assert copy.catch_up(c.state_key) or copy.state_key == c.state_key
+    assert [p is not None for p in copy.get(["a", "failed", "b"])] == [True, False, True]
+    c._wal.close()
+    os.close(c._lock_fd)  # the process dies here
+    reopened = Collection.open(tmp_path / "c")
+    assert [p is not None for p in reopened.get(["a", "failed", "b"])] == [True, False, True]
+
+
+def test_a_failed_compacting_commit_changes_nothing(tmp_path, monkeypatch):
+    """A compaction cut by a full disk raises and leaves the collection as it was: the next commit and a reopen
+    hold exactly the live points (no deleted point comes back, none is lost)."""
+    v = nested_vectors(31, 8)
+    c = Collection.create(tmp_path / "c", 8)
+    c.upsert([f"p{i}" for i in range(30)], v[:30])
+    c.commit()
+    c.delete([f"p{i}" for i in range(0, 30, 2)])
+    monkeypatch.setattr("telescope.index.collection.write_npy", lambda path, array: _fail_fsync(None))
+    with pytest.raises(OSError):
+        c.commit(compact=True)
+    monkeypatch.undo()
+    c.upsert(["late"], v[30:])
+    c.commit()
+    c.close()
+    reopened = Collection.open(tmp_path / "c")
+    assert sorted(reopened.ids()) == sorted([f"p{i}" for i in range(1, 30, 2)] + ["late"])
+    np.testing.assert_allclose(reopened.get(["p7"])[0].vector, v[7] / np.linalg.norm(v[7]), atol=1e-6)
+
+
+def test_a_commit_fsyncs_every_file_its_manifest_names(tmp_path, monkeypatch):
+    """The manifest may name only files already on disk (fsynced), or a power cut right after the commit leaves
+    a collection that cannot open: segments, deleted rows and the stage-one index alike."""
+    c = Collection.create(tmp_path / "c", 8, stage_one="HNSW8")
+    c.upsert([f"p{i}" for i in range(20)], nested_vectors(20, 8))
+    c.delete(["p0"])
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd):
+        synced.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    monkeypatch.setattr("telescope.index.files.os.fsync", recording_fsync)
+    c.commit()
+    monkeypatch.undo()
+    m = c._manifest
+    named = [f"{m['segments'][0]['name']}.vec.npy", f"{m['segments'][0]['name']}.meta.parquet", m["deleted"]]
+    named.append(m["stage_one_file"]["name"])
+    assert [name for name in named if name + ".tmp" not in synced] == []
+    c.close()
 
 
 def test_debris_of_a_cut_commit_is_removed(tmp_path):

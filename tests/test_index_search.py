@@ -124,3 +124,27 @@ def test_hnsw_stage_one_beam_is_at_least_the_shortlist(tmp_path):
     alive[::2] = False
     _, rows = s1.search(vectors[:20], 100, alive)
     assert (rows >= 0).all() and (rows % 2 == 1).all()
+
+
+@pytest.mark.parametrize("factory, params", [("HNSW16", ""), ("IVF16,Flat", "nprobe=1")])
+def test_mass_deletes_still_return_k_hits_from_graph_and_ivf_stage_ones(tmp_path, factory, params):
+    """A graph or inverted lists searched with most rows deleted finds few live ones; stage one then scans the
+    live rows exactly, so fewer than k hits come back only when fewer points live."""
+    vectors = nested_vectors(3000, 32, seed=6)
+    c = Collection.create(tmp_path / "c", 32, default_plan="32:10", stage_one=factory, stage_one_params=params)
+    c.upsert([f"p{i}" for i in range(3000)], vectors)
+    c.delete([f"p{i}" for i in range(3000) if i % 100])
+    _, rows = c.search_rows(vectors[:20], 10)
+    live = vectors[::100]
+    np.testing.assert_array_equal(rows, exact_search(live, vectors[:20], 10) * 100)
+
+
+def test_an_empty_ivf_collection_searches_to_no_hits(tmp_path):
+    c = Collection.create(tmp_path / "c", 8, stage_one="IVF4,Flat")
+    assert c.search(nested_vectors(2, 8), k=3) == [[], []]
+
+
+def test_the_exact_module_exports_only_what_it_defines():
+    namespace: dict = {}
+    exec("from telescope.index.exact import *", namespace)
+    assert "exact_search" in namespace

@@ -24,6 +24,12 @@ def _nan():
     return v
 
 
+def _nan_late():
+    v = nested_vectors(1, D)
+    v[0, 6] = np.nan  # past the first stage's 4 dims, read by the re-ranking at 8
+    return v
+
+
 def _inf():
     v = nested_vectors(1, D)
     v[0, 0] = np.inf
@@ -54,9 +60,14 @@ def _inf():
         (lambda c: c.search(nested_vectors(1, D), plan="4:5,8:20"), ValueError, r"plan\[1\]\.keep: expected at most the previous stage's 5, got 20"),
         (lambda c: c.search(nested_vectors(1, D), plan="four:5"), ValueError, "plan: expected stages 'dim:keep'"),
         (lambda c: c.search(nested_vectors(1, D), plan=""), ValueError, "plan: expected at least one"),
+        (lambda c: c.search(nested_vectors(1, D), plan=8), ValueError, r"plan: expected a written plan like '32:400,128:10' or \(dim, keep\) pairs, got 8"),
+        (lambda c: c.search(nested_vectors(1, D), plan=[(4.5, 20), (8, 5)]), ValueError, r"plan\[0\]: expected a \(dim, keep\) pair of integers, got \(4.5, 20\)"),
         (lambda c: c.search(nested_vectors(1, 3)), ValueError, r"queries: expected shape \(n, d\) with 8 <= d <= 8, got \(1, 3\)"),
         (lambda c: c.search(np.zeros((0, D))), ValueError, "queries: expected at least one query, got none"),
         (lambda c: c.search(_nan()), ValueError, r"queries\[1\]: expected finite values"),
+        (lambda c: c.search(_nan_late()), ValueError, r"queries\[0\]: expected finite values, got nan"),
+        (lambda c: c.choose_plan(0.9, k=0), ValueError, "k: expected an integer >= 1, got 0"),
+        (lambda c: c.choose_plan(0.9, sample=0), ValueError, "sample: expected an integer >= 1, got 0"),
     ],
 )
 def test_bad_input_is_refused_and_changes_nothing(c, call, error, message):
@@ -96,3 +107,28 @@ def test_plan_written_form_round_trips():
     assert str(p) == "32:400,128:100,384:10" and Plan.of([(32, 400), (128, 100), (384, 10)]) == p
     assert p.flops(1000) == 1000 * 32 + 400 * 128 + 100 * 384
     assert str(p.for_k(50)) == "32:400,128:100,384:50"
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e30])
+def test_tiny_and_huge_vectors_are_stored_unit_length(tmp_path, scale):
+    """Finite, non-zero vectors whose squared norm under- or overflows float32 are still stored as unit vectors
+    (not inf or zeros)."""
+    c = Collection.create(tmp_path / "c", D)
+    v = nested_vectors(1, D)
+    c.upsert(["x"], (v / np.abs(v).max() * scale).astype(np.float32))
+    np.testing.assert_allclose(c.get(["x"])[0].vector, v[0] / np.linalg.norm(v[0]), atol=1e-6)
+    assert c.search(v, k=1)[0][0].score == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"flush_rows": 0}, "flush_rows: expected an integer >= 1, got 0"),
+        ({"flush_rows": "many"}, "flush_rows: expected an integer >= 1, got 'many'"),
+        ({"stage_one_dim": 0}, r"stage_one_dim: expected 1..8, got 0"),
+    ],
+)
+def test_create_refuses_bad_flush_rows_and_stage_one_dim(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Collection.create(tmp_path / "c", D, **kwargs)
+    assert not (tmp_path / "c").exists()

@@ -53,3 +53,15 @@ def test_bad_filters_are_clear_errors(collection):
     with pytest.raises(LookupError, match=r"model_version: expected one of the stored versions \['m:1', 'm:2'\], got 'm:3'"):
         c.search(v[:1], model_version="m:3")
     assert np.isfinite(c.search(v[:1], k=1)[0][0].score)
+
+
+@pytest.mark.parametrize("factory, params", [("HNSW16", ""), ("IVF16,Flat", "nprobe=1")])
+def test_selective_filters_fill_k_on_graph_and_ivf_stage_ones(tmp_path, factory, params):
+    """HNSW and IVF searched under a filter that matches 10 of 3000 points miss most of them; every match
+    comes back, best first (search's promise: fewer than k hits only when fewer points match)."""
+    v = nested_vectors(3000, 32, seed=4)
+    c = Collection.create(tmp_path / "c", 32, default_plan="32:10", stage_one=factory, stage_one_params=params)
+    c.upsert([f"p{i}" for i in range(3000)], v, [{"g": i % 300} for i in range(3000)])
+    for row in c.search(v[:20], k=10, where={"g": 7}):
+        assert sorted(h.id for h in row) == sorted(f"p{i}" for i in range(7, 3000, 300))
+        assert [h.score for h in row] == sorted((h.score for h in row), reverse=True)
