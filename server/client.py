@@ -37,6 +37,7 @@ from telescope.proto.telescope.v1 import (
     search_pb2_grpc,
 )
 from telescope.server.convert import payload_dict, struct_message, vector_array, vector_message
+from telescope.server.errors import prefixed
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
@@ -110,6 +111,32 @@ def _point_inputs(
             point.vector.CopyFrom(vector_message(data[i]))
         points.append(point)
     return points
+
+
+class _Batches(Iterator):
+    """The messages of a client-streaming call, made from the caller's batches as gRPC asks for them, keeping the
+    error a batch raised: gRPC itself only ends the call with UNKNOWN 'Exception iterating requests!'."""
+
+    def __init__(self, batches: Iterable, message: Callable):
+        self._batches, self._message = iter(batches), message
+        self._sent = 0
+        self.error: Exception | None = None
+
+    def __next__(self):
+        try:
+            request = self._message(self._sent, next(self._batches))
+        except StopIteration:
+            raise
+        except Exception as e:  # the caller's iterable, or a batch that makes no message
+            self.error = prefixed(e, f"batches[{self._sent}]: ")
+            raise
+        self._sent += 1
+        return request
+
+    def raise_error(self) -> None:
+        """Raise the batch's error, if one ended the call."""
+        if self.error is not None:
+            raise self.error from None
 
 
 class Client:
@@ -221,17 +248,22 @@ class Client:
     def upsert_stream(
         self, collection: str, batches: Iterable[dict], timeout: float | None = None
     ) -> points_pb2.UpsertPointsResponse:
-        """Stream batches (dicts of ``upsert``'s keyword arguments: ids, vectors or texts, payloads)."""
+        """Stream batches (dicts of ``upsert``'s keyword arguments: ids, vectors or texts, payloads). A batch that
+        cannot be sent raises its own error (``batches[i]: ...``); the batches before it may have been written."""
 
-        def messages() -> Iterator[points_pb2.UpsertPointsRequest]:
-            for i, batch in enumerate(batches):
-                yield points_pb2.UpsertPointsRequest(
-                    collection=collection if i == 0 else "",
-                    points=_point_inputs(batch["ids"], batch.get("vectors"), batch.get("texts"), batch.get("payloads")),
-                    model_version=batch.get("model_version", ""),
-                )
+        def message(i: int, batch: dict) -> points_pb2.UpsertPointsRequest:
+            return points_pb2.UpsertPointsRequest(
+                collection=collection if i == 0 else "",
+                points=_point_inputs(batch["ids"], batch.get("vectors"), batch.get("texts"), batch.get("payloads")),
+                model_version=batch.get("model_version", ""),
+            )
 
-        return self._call(self.points.UpsertStream, messages(), timeout, "Points.UpsertStream")
+        messages = _Batches(batches, message)
+        try:
+            return self._call(self.points.UpsertStream, messages, timeout, "Points.UpsertStream")
+        except RemoteError:
+            messages.raise_error()
+            raise
 
     def delete(self, collection: str, ids: Sequence[str], ignore_missing: bool = False) -> int:
         request = points_pb2.DeletePointsRequest(collection=collection, ids=list(ids), ignore_missing=ignore_missing)
@@ -280,13 +312,16 @@ class Client:
         timeout: float | None = None,
     ) -> Iterator[np.ndarray]:
         """One matrix per batch of texts, in order, over one bidirectional stream."""
-        requests = (embed_pb2.EmbedRequest(texts=list(b), layer=layer, dim=dim, model=model) for b in batches)
+        requests = _Batches(
+            batches, lambda i, b: embed_pb2.EmbedRequest(texts=list(b), layer=layer, dim=dim, model=model)
+        )
         try:
             for response in self.embeds.EmbedStream(
                 requests, timeout=timeout or self.timeout, metadata=self._metadata, compression=self._compression
             ):
                 yield _matrix(response)
         except grpc.RpcError as e:
+            requests.raise_error()
             raise RemoteError("Embed.EmbedStream", e.code(), e.details()) from None
 
 

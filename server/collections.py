@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from telescope.index import Collection
+from telescope.index import Collection, Plan
 from telescope.pipelines.rollout import rollout_status
 from telescope.proto.telescope.v1 import collections_pb2 as pb
 from telescope.proto.telescope.v1 import collections_pb2_grpc
@@ -59,6 +59,8 @@ class CollectionsServicer(collections_pb2_grpc.CollectionsServicer):
     @rpc
     def Create(self, request: pb.CreateCollectionRequest, context: grpc.ServicerContext) -> pb.CollectionInfo:
         self.state.ready()
+        if request.plan:
+            self.state.limits.check_plan("plan", Plan.parse(request.plan))
         collection = self.state.registry.create(
             request.name,
             model=request.model or None,

@@ -15,10 +15,14 @@ from google.protobuf import json_format, struct_pb2
 from telescope.proto.telescope.v1 import common_pb2
 
 _EXACT_INT = 2**53
+# Vector lengths the collection can normalise in float32: the squares of the values sum to no more than 1e38
+# (float32 holds 3.4e38) and to at least 1e-38 (not all of them round to zero).
+MIN_LENGTH, MAX_LENGTH = 1e-19, 1e19
 
 
 def vector_values(vector: common_pb2.Vector, field: str, expected: tuple[int, int]) -> np.ndarray:
-    """The float32 values of a Vector with ``expected[0] <= len <= expected[1]``, finite and not all zero."""
+    """The float32 values of a Vector with ``expected[0] <= len <= expected[1]``, finite and not all zero, of a
+    length (L2 norm) the collection can divide by in float32 (over it, it would store zeros; under it, infinities)."""
     values = vector_array(vector)
     low, high = expected
     if not low <= len(values) <= high:
@@ -30,6 +34,13 @@ def vector_values(vector: common_pb2.Vector, field: str, expected: tuple[int, in
         raise ValueError(f"{field}: expected finite values, got {values[j]} at index {j}")
     if not values.any():
         raise ValueError(f"{field}: expected a non-zero vector, got all zeros")
+    wide = values.astype(np.float64)  # float32 squares would overflow or underflow, as they do in the collection
+    length = math.sqrt(float(wide @ wide))
+    if not MIN_LENGTH <= length <= MAX_LENGTH:
+        raise ValueError(
+            f"{field}: expected a length (L2 norm) in [{MIN_LENGTH:g}, {MAX_LENGTH:g}] (normalised in float32), "
+            f"got {length:g}"
+        )
     return values
 
 
@@ -124,9 +135,9 @@ def filter_dict(message: common_pb2.Filter, field: str) -> dict:
             raise ValueError(f"{at}.value: expected a string, number, boolean or null, got no value")
         if kind in ("struct_value", "list_value"):
             raise ValueError(f"{at}.value: expected a string, number, boolean or null, got a {kind.removesuffix('_value')}")
+        if kind == "number_value" and not math.isfinite(match.value.number_value):  # json_format refuses it
+            raise ValueError(f"{at}.value: expected a finite number, got {match.value.number_value}")
         value = plain(json_format.MessageToDict(match.value))
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"{at}.value: expected a finite number, got {value}")
         if match.key in where and where[match.key] != value:
             raise ValueError(f"{at}.key: expected each field at most once, got {match.key!r} again")
         where[match.key] = value

@@ -13,6 +13,7 @@ import grpc
 import numpy as np
 
 from telescope.index import Collection
+from telescope.index.checks import check_ids
 from telescope.pipelines import ingest
 from telescope.proto.telescope.v1 import common_pb2, points_pb2 as pb
 from telescope.proto.telescope.v1 import points_pb2_grpc
@@ -74,7 +75,8 @@ class PointsServicer(points_pb2_grpc.PointsServicer):
             if not point.id:
                 raise ValueError(f"points[{i}].id: expected a non-empty string, got ''")
             ids.append(point.id)
-            payloads.append(payload_dict(point.payload))
+            payloads.append(_payload(point, f"points[{i}].payload"))
+        check_ids(ids)  # here, not per chunk of texts: a repeated id fails the request before anything is written
         if kind == "vector":
             version = request.model_version or collection.properties.get("model_version") or "unknown"
             dim = collection.version_dim(version)  # the collection's dim, or an older version's own (rollouts)
@@ -144,3 +146,10 @@ class PointsServicer(points_pb2_grpc.PointsServicer):
             if not point_id:
                 raise ValueError(f"ids[{i}]: expected a non-empty string, got ''")
         return list(ids)
+
+
+def _payload(point: pb.PointInput, field: str) -> dict:
+    try:
+        return payload_dict(point.payload)
+    except ValueError as e:  # a NaN or infinite number
+        raise ValueError(f"{field}: expected finite numbers (JSON has no NaN or Infinity); {e}") from None

@@ -155,6 +155,7 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
                     f"{at}plan: expected stage dims at most the collection's dim {collection.dim}, "
                     f"got {request.plan!r} (largest dim {plan.max_dim})"
                 )
+            self.state.limits.check_plan(f"{at}plan", plan, k)
             return plan
         if strategy == "recall_target":
             target = request.recall_target
@@ -165,8 +166,9 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
 
     def _chosen_plan(self, collection: Collection, target: float, k: int) -> Plan:
         """The collection's cheapest plan meeting ``target`` recall@k (``Collection.choose_plan``, measured on a
-        sample of its own vectors), remembered until the collection's next commit."""
-        key = (str(collection.path), collection.generation, round(target, 6), k)
+        sample of its own vectors), remembered until the collection's next commit (or its deletion: a collection
+        created again under the same name has another creation time)."""
+        key = (str(collection.path), collection.state_key[:2], round(target, 6), k)  # (created, generation)
         with self._lock:
             plan = self._chosen.get(key)
         if plan is None:

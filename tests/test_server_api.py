@@ -87,6 +87,21 @@ def test_recall_target_lets_the_collection_pick_its_plan(client, docs, server):
     assert result.plan == str(choice.plan.for_k(5)) and choice.recall >= 0.9
 
 
+def test_recall_target_plan_of_a_deleted_collection_is_not_reused_by_its_successor(client):
+    """A plan picked for a recall target is remembered per collection; one created again under the same name (at
+    another dim) measures its own."""
+    client.create_collection("again", plan=f"16:50,{DIM}:10")
+    client.upsert("again", [f"a{i}" for i in range(100)], vectors=nested_vectors(100, DIM, seed=3))
+    assert client.search("again", vector=nested_vectors(100, DIM, seed=3)[0], k=5, recall_target=0.9).plan.endswith(f",{DIM}:5")
+    client.delete_collection("again")
+    client.create_collection("again", dim=32, plan="16:50,32:10")
+    vectors = nested_vectors(100, 32, seed=3)
+    client.upsert("again", [f"a{i}" for i in range(100)], vectors=vectors)
+    result = client.search("again", vector=vectors[4], k=5, recall_target=0.9)
+    assert result.hits[0].id == "a4" and result.plan.endswith("32:5")
+    client.delete_collection("again")
+
+
 def test_text_points_are_embedded_by_the_collection_model(client, tiny_embedder):
     client.create_collection("texts")
     texts = ["cats purr", "dogs bark", "stocks rose", "the sun is a star"]
@@ -112,6 +127,19 @@ def test_upsert_stream_delete_and_get(client):
     got = client.get("stream", ["s0", "s3"])
     assert got[0] is None and got[1].id == "s3" and got[1].model_version == "tiny-bert:1"
     assert client.get_collection("stream").points == 28
+
+
+def test_upsert_stream_raises_the_error_of_a_bad_batch_not_unknown(client):
+    """A batch the client cannot turn into a message (here one vector for two ids) raises its own error, not gRPC's
+    'UNKNOWN: Exception iterating requests!'."""
+    client.create_collection("badbatch")
+    vectors = np.random.default_rng(4).standard_normal((3, DIM)).astype(np.float32)
+    batches = [{"ids": ["a", "b"], "vectors": vectors[:2]}, {"ids": ["c", "d"], "vectors": vectors[2:]}]
+    with pytest.raises(ValueError, match=r"batches\[1\]: points: expected one vector or text \(and payload\) per id \(2\), got 1"):
+        client.upsert_stream("badbatch", iter(batches))
+    with pytest.raises(TypeError, match=r"batches\[1\]: "):
+        list(client.embed_stream([["a text"], None]))  # the second batch is no list of texts
+    client.delete_collection("badbatch")
 
 
 def test_model_version_restricts_search_to_its_vectors(client):
