@@ -70,7 +70,7 @@ def build(
     from telescope.cli.models import collection_model_properties
     from telescope.embedder import load_embedder
     from telescope.index import Collection
-    from telescope.pipelines.build import BuildOptions, run_build
+    from telescope.pipelines.build import BuildOptions, check_options, run_build
     from telescope.pipelines.checks import Policies, check_source
     from telescope.pipelines.ingest import LocalEncoder
     from telescope.pipelines.sources import SourceSpec
@@ -91,6 +91,7 @@ def build(
         torch.set_num_threads(threads)
     check, con = check_source(spec, policies)  # before anything is created or written
 
+    embedder = None
     if (collection / "manifest.json").exists():
         c = Collection.open(collection)
         recorded = c.properties.get("model")
@@ -104,9 +105,11 @@ def build(
     else:
         props, full_dim = collection_model_properties(model or "default")
         model_ref = props["model"]
+        embedder = load_embedder(model_ref)
+        check_options(embedder, dataclasses.replace(options, dim=dim or full_dim))  # a refused option creates nothing
         c = Collection.create(collection, dim or full_dim, properties=props, vector_dtype=vector_dtype)
     with c:
-        embedder = load_embedder(model_ref)
+        embedder = load_embedder(model_ref) if embedder is None else embedder
         options = dataclasses.replace(options, dim=dim or c.dim)
         layer_, dim_ = embedder.check_point(options.layer, options.dim)
         if engine is Engine.ray:

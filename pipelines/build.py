@@ -17,7 +17,9 @@ unreadable file).
 Recording documents costs a DuckDB commit (~20-40 ms), so it happens at checkpoints: every
 ``checkpoint_seconds`` (default 5 s; 0 records after every batch), when a Parquet shard closes, and at the end.
 A crash loses at most the work since the last checkpoint: those points are already in the collection and are
-embedded once more and replaced on the rerun, so no id is ever stored twice.
+embedded once more and replaced on the rerun, so no id is ever stored twice; documents are noted in the job state
+before their points are written, so the rerun also removes such points when it does not write them again (the
+source or the chunking changed meanwhile).
 
 Memory holds one read batch, one window of pending texts and the documents in flight, not the source (the
 collection itself keeps its vectors in memory, as the index does). Written here rather than taken from a
@@ -113,6 +115,14 @@ def setup_fingerprint(embedder: Embedder, options: BuildOptions) -> str:
     return f"{embedder.manifest.tag}|{embedder.model_hash}|layer={layer}|dim={dim}|chunk={options.chunk_tokens}/{options.chunk_overlap}"
 
 
+def check_options(embedder: Embedder, options: BuildOptions) -> tuple[int, int]:
+    """The (layer, dim) the job embeds at; ValueError naming the option when the model cannot do what it asks."""
+    layer, dim = embedder.check_point(options.layer, options.dim)
+    if options.chunk_tokens:
+        check_chunking(options.chunk_tokens, options.chunk_overlap, embedder.max_seq_length)
+    return layer, dim
+
+
 def content_hash(fingerprint: str, text: str, payload_json: str) -> str:
     return hashlib.blake2b(f"{fingerprint}\0{text}\0{payload_json}".encode(), digest_size=16).hexdigest()
 
@@ -163,11 +173,9 @@ def run_build(
 ) -> BuildReport:
     """Stream the checked source into ``collection``; see the module docstring. Returns the run's summary."""
     start = time.perf_counter()
-    layer, dim = embedder.check_point(options.layer, options.dim)
+    layer, dim = check_options(embedder, options)
     if dim != collection.dim:
         raise ValueError(f"--dim: the collection holds {collection.dim}-dim vectors, got {dim}")
-    if options.chunk_tokens:
-        check_chunking(options.chunk_tokens, options.chunk_overlap, embedder.max_seq_length)
     report = BuildReport(engine=engine, unreadable_files=list(check.unreadable))
     if check.unreadable:
         report.skipped["unreadable_file"] = len(check.unreadable)
@@ -223,6 +231,8 @@ def _windows(con, spec, check, policies, options, embedder, fingerprint, state, 
     skipped = report.skipped
     seen_duplicates: set[str] = set()
     queued: list[pa.Table] = []
+    queued_docs: list[str] = []
+    queued_points: list[list[str]] = []
     queued_rows = 0
     text_key = spec.text_column
     for rb in stream(con, check.query, options.read_rows):
@@ -265,12 +275,16 @@ def _windows(con, spec, check, policies, options, embedder, fingerprint, state, 
             doc = keep_ids[i]
             points = window.points_of[doc]
             inflight.add(doc, hashes[i], points, changed[doc])
+            queued_docs.append(doc)
+            queued_points.append(points)
         queued.append(window.table)
         queued_rows += window.table.num_rows
         if queued_rows >= options.window:
+            state.begin(queued_docs, queued_points)
             yield pa.concat_tables(queued)
-            queued, queued_rows = [], 0
+            queued, queued_docs, queued_points, queued_rows = [], [], [], 0
     if queued:
+        state.begin(queued_docs, queued_points)
         yield pa.concat_tables(queued)
 
 

@@ -26,9 +26,14 @@ from pathlib import Path
 
 import duckdb
 
-from telescope.pipelines.sources import ID, TEXT, SourceSpec, check_columns, connect, file_view, scan_sql, source_query, user_query
+from telescope.pipelines.sources import (
+    ID, TEXT, SourceSpec, check_columns, connect, file_view, json_as_text, scan_sql, source_query, user_query,
+)
 
 POLICIES = ("skip", "fail")
+# What Python's str.strip() removes (DuckDB's trim() keeps tabs and newlines): blank ids and texts are counted
+# here exactly as the pipeline skips them.
+WHITESPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
 FLAGS = {"unreadable": "--on-unreadable", "invalid": "--on-invalid", "empty": "--on-empty", "duplicate": "--on-duplicate"}
 
 
@@ -75,6 +80,12 @@ def _fail(case: str, message: str) -> None:
     raise ValueError(f"{message} (pass {FLAGS[case]} skip to leave them out and count them)")
 
 
+def _message(error: Exception) -> str:
+    """DuckDB's message on one line, without its closing hints."""
+    lines = str(error).split("Potential Fixes")[0].splitlines()
+    return " ".join(line.strip() for line in lines if line.strip()) or type(error).__name__
+
+
 def _is_encoding_error(error: Exception) -> bool:
     text = str(error).lower()
     return "utf-8" in text or "unicode" in text or "encoding" in text
@@ -114,22 +125,27 @@ def check_source(spec: SourceSpec, policies: Policies, con: duckdb.DuckDBPyConne
             raise ValueError(f"--source: cannot read {[str(f) for f in good]} as {fmt}: {e}") from e
     base = user_query(con, spec, fmt)
     try:
+        base = json_as_text(con, base)
         columns = list(con.sql(base).columns)
     except duckdb.Error as e:
         raise ValueError(f"--sql: DuckDB cannot run {base!r}: {str(e).splitlines()[0]}") from e
     check_columns(spec, columns)
     query = source_query(spec, base, columns)
     check = SourceCheck(fmt, good, query, [c for c in con.sql(query).columns if c not in (ID, TEXT)], unreadable=unreadable)
-    _count(con, check, fmt, tolerant)
+    try:
+        _count(con, check, fmt, tolerant)  # the first pass over every row: where DuckDB meets what binding did not
+    except duckdb.Error as e:
+        through = " through --sql" if spec.sql else ""
+        raise ValueError(f"--source: DuckDB cannot read the documents of {spec.source!r}{through}: {_message(e)}") from e
     _apply(check, policies)
     return check, con
 
 
 def _count(con: duckdb.DuckDBPyConnection, check: SourceCheck, fmt: str, tolerant: bool) -> None:
-    blank_id = f"({ID} IS NULL OR trim({ID}) = '')"
+    blank_id, blank_text = (f"({c} IS NULL OR trim({c}, '{WHITESPACE}') = '')" for c in (ID, TEXT))
     rows, null_ids, empty = con.execute(
         f"SELECT count(*), count(*) FILTER (WHERE {blank_id}), "
-        f"count(*) FILTER (WHERE NOT {blank_id} AND ({TEXT} IS NULL OR trim({TEXT}) = '')) FROM ({check.query})"
+        f"count(*) FILTER (WHERE NOT {blank_id} AND {blank_text}) FROM ({check.query})"
     ).fetchone()
     check.rows, check.null_ids, check.empty_texts = int(rows), int(null_ids), int(empty)
     if tolerant and fmt in ("csv", "tsv"):

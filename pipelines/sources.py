@@ -163,6 +163,20 @@ def check_columns(spec: SourceSpec, columns: list[str]) -> None:
             raise ValueError(f"{option}: expected a column named {column!r} in the source, got columns {columns}")
 
 
+def json_as_text(con: duckdb.DuckDBPyConnection, query: str) -> str:
+    """``query`` with each JSON column read as its values' text (a JSON string without its quotes).
+
+    DuckDB types a JSON field whose values mix types (ids that are numbers on some lines and strings on others)
+    as JSON, and casting that to VARCHAR keeps a string's quotes: the id ``"x2"`` would be stored as ``'"x2"'``.
+    """
+    relation = con.sql(query)
+    types = [str(t) for t in relation.types]
+    if "JSON" not in types:
+        return query
+    select = ", ".join(f"({ident(c)} ->> '$') AS {ident(c)}" if t == "JSON" else ident(c) for c, t in zip(relation.columns, types))
+    return f"SELECT {select} FROM ({query}) AS j"
+
+
 def source_query(spec: SourceSpec, base: str, columns: list[str]) -> str:
     """The documents query: id and text as VARCHAR under fixed names, then the payload columns."""
     payload = ", ".join(f"{ident(c)}" for c in metadata_of(spec, columns))
@@ -191,7 +205,8 @@ def read_table(path: str | Path, fmt: str | None = None) -> pa.Table:
     if fmt not in ("jsonl", "csv", "tsv", "parquet"):
         raise ValueError(f"format: expected one of ['csv', 'jsonl', 'parquet', 'tsv', 'txt'], got {fmt!r}")
     try:
-        return connect().sql(f"SELECT * FROM {scan_sql(fmt, [path])}").to_arrow_table()
+        con = connect()
+        return con.sql(json_as_text(con, f"SELECT * FROM {scan_sql(fmt, [path])}")).to_arrow_table()
     except duckdb.Error as e:
         raise ValueError(f"source {str(path)!r}: cannot read as {fmt}: {e}") from e
 
@@ -201,7 +216,11 @@ def texts_from(table: pa.Table, id_column: str = "id", text_column: str = "text"
     for column in (id_column, text_column):
         if column not in table.column_names:
             raise ValueError(f"{column}: expected a column named {column!r}, got columns {table.column_names}")
-    ids = [str(v) for v in table.column(id_column).to_pylist()]
+    ids = table.column(id_column).to_pylist()
+    for i, doc in enumerate(ids):
+        if doc is None:
+            raise ValueError(f"{id_column}: row {i}: expected an id, got None")
+    ids = [str(v) for v in ids]
     texts = table.column(text_column).to_pylist()
     for i, text in enumerate(texts):
         if not isinstance(text, str) or not text.strip():

@@ -1,8 +1,9 @@
 """A build job's memory of what it indexed: per document, its content hash and the point ids it wrote.
 
-Kept in a DuckDB file next to the collection's files (``<collection>/jobs/<name>.duckdb``), one table::
+Kept in a DuckDB file next to the collection's files (``<collection>/jobs/<name>.duckdb``), two tables::
 
     docs(id VARCHAR PRIMARY KEY, hash VARCHAR, points VARCHAR[])
+    pending(id VARCHAR, points VARCHAR[])    -- documents noted before their points are written
 
 It is what makes a job resumable and incremental with one rule: a document is embedded when its hash differs
 from the recorded one (new documents have none). A document is recorded only after every one of its points is
@@ -10,6 +11,11 @@ durable in the collection (``Collection.upsert`` returns after its WAL fsync), s
 the collection but never lead it: a rerun re-embeds at most the documents of the batches in flight, and an
 upsert of a known id replaces it, so every id ends up stored exactly once. Documents recorded here but absent
 from a complete read of the source are the deleted ones.
+
+A rerun need not write the same point ids again (the source or the chunking changed meanwhile), so a document is
+noted in ``pending`` before its points are written. Opening the state turns what a crashed run left pending
+into ``docs`` entries with no hash and every point they may have written: the rerun then re-embeds such a
+document (deleting the points it no longer has) or, when the source no longer has it, deletes its points.
 
 The ids seen during a run go to a temporary table, so neither the seen set nor the state is held in Python
 memory; DuckDB spills both to disk when they grow.
@@ -31,7 +37,19 @@ class JobState:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.con = duckdb.connect(str(self.path))
         self.con.execute("CREATE TABLE IF NOT EXISTS docs (id VARCHAR PRIMARY KEY, hash VARCHAR NOT NULL, points VARCHAR[] NOT NULL)")
+        self.con.execute("CREATE TABLE IF NOT EXISTS pending (id VARCHAR, points VARCHAR[] NOT NULL)")
         self.con.execute("CREATE TEMP TABLE IF NOT EXISTS seen (id VARCHAR)")
+        self._recover()
+
+    def _recover(self) -> None:
+        """Record what a crashed run left pending with no hash (never a document's hash) and all its points."""
+        self.con.execute("BEGIN")
+        self.con.execute(
+            "INSERT OR REPLACE INTO docs SELECT p.id, '', list_distinct(flatten(list(p.points)) || coalesce(any_value(d.points), [])) "
+            "FROM pending p LEFT JOIN docs d USING (id) GROUP BY p.id"
+        )
+        self.con.execute("DELETE FROM pending")
+        self.con.execute("COMMIT")
 
     def __len__(self) -> int:
         return int(self.con.sql("SELECT count(*) FROM docs").fetchone()[0])
@@ -50,6 +68,16 @@ class JobState:
             self.con.unregister("batch_docs")
         return {doc_id: points for doc_id, points in rows}
 
+    def begin(self, ids: list[str], points: list[list[str]]) -> None:
+        """Note documents as being written (call before any of their points is upserted)."""
+        if not ids:
+            return
+        self.con.register("begun_docs", pa.table({"id": pa.array(ids, pa.string()), "points": pa.array(points, pa.list_(pa.string()))}))
+        try:
+            self.con.execute("INSERT INTO pending SELECT id, points FROM begun_docs")
+        finally:
+            self.con.unregister("begun_docs")
+
     def record(self, ids: list[str], hashes: list[str], points: list[list[str]]) -> None:
         """Remember documents as indexed (call only once their points are durable in the collection)."""
         if not ids:
@@ -61,7 +89,14 @@ class JobState:
         })
         self.con.register("done_docs", batch)
         try:
-            self.con.execute("INSERT OR REPLACE INTO docs SELECT id, hash, points FROM done_docs")
+            self.con.execute("BEGIN")
+            try:
+                self.con.execute("INSERT OR REPLACE INTO docs SELECT id, hash, points FROM done_docs")
+                self.con.execute("DELETE FROM pending WHERE id IN (SELECT id FROM done_docs)")
+            except BaseException:
+                self.con.execute("ROLLBACK")
+                raise
+            self.con.execute("COMMIT")
         finally:
             self.con.unregister("done_docs")
 

@@ -193,3 +193,51 @@ def test_sigkill_part_way_then_rerun_continues_and_ends_with_every_id_once(tmp_p
     c = Collection.open(collection, read_only=True)
     assert len(c) == n and c.info()["points"] == n
     assert all(p is not None for p in c.get([f"d{i}" for i in range(n)]))
+
+
+def test_rerun_after_a_crash_with_changed_source_and_options_leaves_no_orphan_points(tmp_path, tiny_embedder):
+    """The points a crashed run wrote before its checkpoint are cleaned up even when the rerun does not write
+    the same ids again (a document gone from the source, chunking turned off)."""
+    from telescope.pipelines.build import BuildOptions, run_build
+    from telescope.pipelines.checks import Policies, check_source
+    from telescope.pipelines.ingest import LocalEncoder
+    from telescope.pipelines.sources import SourceSpec
+
+    class Killed(LocalEncoder):  # dies after a few batches are durable, before any checkpoint
+        def embed(self, windows):
+            for i, item in enumerate(super().embed(windows)):
+                if i == 3:
+                    raise KeyboardInterrupt
+                yield item
+
+    rows = docs(30)
+    source = write_jsonl(tmp_path / "docs.jsonl", rows)
+
+    def run(encoder_class, options: BuildOptions):
+        check, con = check_source(SourceSpec(str(source)), Policies())
+        path = tmp_path / "c"
+        with Collection.open(path) if path.exists() else Collection.create(path, tiny_embedder.full_dim) as c:
+            return run_build(c, tiny_embedder, SourceSpec(str(source)), check, con,
+                             encoder_class(tiny_embedder, None, None, 4), options=options)
+
+    with pytest.raises(KeyboardInterrupt):
+        run(Killed, BuildOptions(batch_size=4, upsert_rows=4, chunk_tokens=4, checkpoint_seconds=3600, show_progress=False))
+    written = Collection.open(tmp_path / "c", read_only=True).ids()
+    assert written and all("#" in p for p in written)
+    gone = {p.split("#")[0] for p in written[:3]}
+    kept = [r for r in rows if r["id"] not in gone]
+    write_jsonl(source, kept)  # the source changed before the rerun, and so did the options
+    report = run(LocalEncoder, BuildOptions(batch_size=4, show_progress=False))
+    c = Collection.open(tmp_path / "c", read_only=True)
+    assert sorted(c.ids()) == sorted(r["id"] for r in kept)
+    assert report.collection_points == len(kept)
+
+
+@pytest.mark.parametrize("bad", [["--dim", "1000"], ["--layer", "9"], ["--chunk-tokens", "100000"]])
+def test_refused_options_create_no_collection(tmp_path, tiny_model_path, bad):
+    source = write_jsonl(tmp_path / "docs.jsonl", docs(5))
+    args = ["index", "build", str(tmp_path / "c"), "--source", str(source), "--model", str(tiny_model_path), "--no-progress"]
+    result = runner.invoke(app, [*args, *bad])
+    assert isinstance(result.exception, ValueError) and bad[0].strip("-").split("-")[0] in str(result.exception)
+    assert not (tmp_path / "c").exists()  # else the corrected command is refused: "the collection holds 1000-dim"
+    assert build(tmp_path / "c", source, tiny_model_path, "--dim", "32")["collection_points"] == 5

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from telescope.cli.main import app
 from telescope.pipelines.checks import Policies, check_source
-from telescope.pipelines.sources import ID, TEXT, SourceSpec, stream
+from telescope.pipelines.sources import ID, TEXT, SourceSpec, read_table, stream, texts_from
 
 ROWS = [{"id": f"r{i}", "text": f"text {i}", "lang": "en" if i % 2 else "fr"} for i in range(10)]
 
@@ -84,9 +84,16 @@ def test_unreadable_file_fails_or_is_skipped(tmp_path):
         check_source(SourceSpec(str(tmp_path / "*.csv")), Policies())
 
 
-def test_null_and_empty_text_skipped_by_default_or_fail(tmp_path):
-    rows = ROWS[:4] + [{"id": "e1", "text": "   ", "lang": "en"}, {"id": "e2", "text": None, "lang": "en"},
-                       {"id": None, "text": "no id", "lang": "en"}]
+# NULL and blank texts and ids; blank as Python's str.strip() sees it (the stream's test), which DuckDB's trim() is not
+BLANKS = {
+    "null and spaces": [("e1", "   "), ("e2", None), (None, "no id")],
+    "newline, tab and wide spaces": [("nl", "\n"), ("wide", "\t\u3000"), ("\u00a0", "no id")],
+}
+
+
+@pytest.mark.parametrize("blanks", BLANKS.values(), ids=BLANKS.keys())
+def test_null_and_blank_texts_and_ids_skipped_by_default_or_fail(tmp_path, blanks):
+    rows = ROWS[:4] + [{"id": doc, "text": text, "lang": "en"} for doc, text in blanks]
     path = write(tmp_path, "jsonl", rows)
     _, check = read_all(SourceSpec(str(path)))
     assert (check.empty_texts, check.null_ids) == (2, 1)
@@ -152,3 +159,27 @@ def test_skipped_rows_are_counted_in_the_summary(tmp_path, tiny_model_path):
     assert summary["rows_read"] == 7 and summary["docs_embedded"] == 5
     assert summary["skipped"] == {"duplicate_id": 1, "empty_text": 1}
     assert "skipped: duplicate_id" in result.output and "wall time" in result.output
+
+
+def test_jsonl_values_of_mixed_types_are_read_without_json_quotes(tmp_path):
+    # DuckDB types a JSON field whose values mix strings and numbers as JSON: its strings keep their quotes
+    path = tmp_path / "mixed.jsonl"
+    path.write_text('{"id": 1, "text": "plain words", "tag": "a"}\n{"id": "x2", "text": 5, "tag": 3}\n')
+    rows, _ = read_all(SourceSpec(str(path)))
+    assert [(r[ID], r[TEXT], r["text"], r["tag"]) for r in rows] == [("1", "plain words", "plain words", "a"),
+                                                                     ("x2", "5", "5", "3")]
+    ids, texts, payloads = texts_from(read_table(path))  # telescope index add
+    assert (ids, texts, payloads[0]) == (["1", "x2"], ["plain words", "5"], {"text": "plain words", "tag": "a"})
+
+
+def test_index_add_refuses_a_null_id_naming_the_row(tmp_path):
+    path = write(tmp_path, "jsonl", [{"id": "a", "text": "x"}, {"id": None, "text": "y"}])
+    with pytest.raises(ValueError, match=r"id: row 1: expected an id, got None"):
+        texts_from(read_table(path))
+
+
+def test_csv_files_of_one_glob_with_different_columns_fail_naming_the_file_and_column(tmp_path):
+    write(tmp_path, "csv", ROWS[:3], "a")
+    write(tmp_path, "csv", [{"id": "x", "text": "no lang column"}], "b")
+    with pytest.raises(ValueError, match=r"--source: DuckDB cannot read .*\*\.csv.*b\.csv.*\"lang\" is missing"):
+        check_source(SourceSpec(str(tmp_path / "*.csv")), Policies())
