@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field
+from numbers import Integral
 from pathlib import Path
 
 MANIFEST_FILE = "telescope.json"
@@ -39,6 +40,19 @@ class ModelManifest:
     training: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for name in ("num_layers", "full_dim"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+                raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+        if not isinstance(self.pairs, (list, tuple)):
+            raise ValueError(f"pairs: expected a list of (layer, dim) pairs, got {self.pairs!r}")
+        for pair in self.pairs:
+            if (
+                not isinstance(pair, (list, tuple))
+                or len(pair) != 2
+                or not all(isinstance(v, Integral) and not isinstance(v, bool) for v in pair)
+            ):
+                raise ValueError(f"pairs: expected (layer, dim) pairs of integers, got {pair!r}")
         self.pairs = [(int(layer), int(dim)) for layer, dim in self.pairs]
         for layer, dim in self.pairs:
             if not (1 <= layer <= self.num_layers and 1 <= dim <= self.full_dim):
@@ -61,7 +75,10 @@ class ModelManifest:
 
     @classmethod
     def from_json(cls, text: str) -> "ModelManifest":
-        return cls(**json.loads(text))
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+        return cls(**data)
 
     def save(self, folder: str | Path) -> Path:
         """Write ``telescope.json`` atomically (temp file, fsync, rename)."""

@@ -31,7 +31,7 @@ from torch.nn.utils import parametrize
 from sentence_transformers import SentenceTransformer
 
 from telescope.embedder.batching import token_budget_batches
-from telescope.embedder.manifest import ModelManifest, nested_pairs
+from telescope.embedder.manifest import MANIFEST_FILE, ModelManifest, nested_pairs
 from telescope.embedder.onnx_forward import OnnxForward, export_pooled_layers
 from telescope.embedder.progress import progress_bar
 
@@ -60,6 +60,11 @@ def resolve_model_path(model: str | Path | None) -> Path:
         raise FileNotFoundError(
             f"model: expected '{DEFAULT_MODEL}' or a sentence-transformers folder, got {str(model)!r} "
             "(no such directory; telescope never downloads models)"
+        )
+    if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"model: expected '{DEFAULT_MODEL}' or a sentence-transformers folder, got {str(model)!r} "
+            "(a directory with no modules.json or config.json)"
         )
     return path
 
@@ -97,7 +102,7 @@ class Embedder:
     # -- description -------------------------------------------------------------------------------------------
     @property
     def num_layers(self) -> int:
-        return len(self._blocks())
+        return len(self._block_path[2])  # not the live list: another thread's early exit may have cut it
 
     @property
     def full_dim(self) -> int:
@@ -289,21 +294,19 @@ class Embedder:
         return np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
 
     # -- early exit --------------------------------------------------------------------------------------------
-    def _blocks(self) -> torch.nn.ModuleList:
-        return self._block_owner()[0]
-
     @cached_property
-    def _block_path(self) -> tuple[torch.nn.Module, str]:
+    def _block_path(self) -> tuple[torch.nn.Module, str, torch.nn.ModuleList]:
+        """The blocks' owner, attribute and whole list (early exit swaps in a shorter list while a forward runs)."""
         auto = self.model[0].auto_model
         depth = getattr(auto.config, "num_hidden_layers", None)
         for name, module in auto.named_modules():
             if isinstance(module, torch.nn.ModuleList) and len(module) == depth:
                 owner_name, _, attr = name.rpartition(".")
-                return auto.get_submodule(owner_name) if owner_name else auto, attr
+                return auto.get_submodule(owner_name) if owner_name else auto, attr, module
         raise ValueError(f"model: cannot find the {depth} transformer blocks of {type(auto).__name__}")
 
     def _block_owner(self) -> tuple[torch.nn.ModuleList, torch.nn.Module, str]:
-        owner, attr = self._block_path
+        owner, attr, _ = self._block_path
         return getattr(owner, attr), owner, attr
 
     @contextmanager
@@ -369,8 +372,24 @@ def load_embedder(
     st = SentenceTransformer(
         str(path), device=device, local_files_only=True, trust_remote_code=uses_only_own_modules(path)
     )
-    manifest = ModelManifest.load(path) or _describe(st, path, is_default=(model in (None, DEFAULT_MODEL)))
+    manifest = ModelManifest.load(path)
+    if manifest is None:
+        manifest = _describe(st, path, is_default=(model in (None, DEFAULT_MODEL)))
+    else:
+        _check_manifest_matches(manifest, st, path)
     return Embedder(st, manifest, path, backend=check_backend(backend))
+
+
+def _check_manifest_matches(manifest: ModelManifest, st: SentenceTransformer, path: Path) -> None:
+    """A folder's ``telescope.json`` must describe the weights beside it: the same depth and full dim."""
+    actual = {
+        "num_layers": (int(st[0].auto_model.config.num_hidden_layers), "the model's transformer blocks"),
+        "full_dim": (int(st.get_embedding_dimension()), "the model's embedding dim"),
+    }
+    for name, (expected, what) in actual.items():
+        got = getattr(manifest, name)
+        if got != expected:
+            raise ValueError(f"{path / MANIFEST_FILE}: {name}: expected {expected} ({what}), got {got}")
 
 
 def uses_only_own_modules(path: Path) -> bool:

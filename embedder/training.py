@@ -392,8 +392,10 @@ def build_loss(config: TrainConfig, model, kind: str, pairs: list[tuple[int, int
             f"sentence-transformers Matryoshka2dLoss({base_name}) dims {dims} (library approximation of 2DMSE)",
         )
     if config.objective == "2dmse-paper":
+        # no seed of its own: it samples from Python's random, which train() seeds and the Trainer saves in each
+        # checkpoint and restores on resume (a private sampler would replay its first draws after a resume)
         loss = Matryoshka2dPaperLoss(
-            model, base, dims=dims, kl_weight=config.kl_weight, kl_temperature=config.kl_temperature, seed=config.seed
+            model, base, dims=dims, kl_weight=config.kl_weight, kl_temperature=config.kl_temperature
         )
         return loss, f"telescope Matryoshka2dPaperLoss({base_name}) (the paper's four-term step)"
     loss = StarbucksLoss(model, base, pairs, kl_weight=config.kl_weight, kl_temperature=config.kl_temperature)

@@ -67,6 +67,31 @@ def test_shallow_first_call_does_not_hide_deeper_layers(tiny_model_path, tiny_to
         )
 
 
+def test_default_layer_is_the_last_while_another_thread_exits_early(tiny_torch_embedder):
+    """Early exit cuts the block list during a forward pass; a concurrent call that asks for the default (last)
+    layer, or checks a layer against the depth, must still see the model's full depth (the server encodes from
+    many threads)."""
+    import threading
+
+    embedder = tiny_torch_embedder
+    expected = embedder.encode(TEXTS)
+    stop = threading.Event()
+
+    def shallow() -> None:
+        while not stop.is_set():
+            embedder.encode(TEXTS, layer=1)
+
+    worker = threading.Thread(target=shallow)
+    worker.start()
+    try:
+        for _ in range(30):
+            assert embedder.check_point(None, None) == (4, 64)
+            np.testing.assert_allclose(embedder.encode(TEXTS), expected, atol=1e-5)
+    finally:
+        stop.set()
+        worker.join()
+
+
 def test_encode_grid_matches_encode(tiny_embedder):
     points = [(1, 8), (2, 16), (4, 64)]
     grid = tiny_embedder.encode_grid(TEXTS * 5, points, batch_size=3)
@@ -116,9 +141,61 @@ def test_manifest_round_trip_and_load(tiny_model_path, tmp_path):
         ModelManifest(id="x", version="1", num_layers=4, full_dim=64, pairs=[(5, 8)])
 
 
+def _copy_with_manifest(tiny_model_path, tmp_path, **changes):
+    import json
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_path, folder)
+    manifest = json.loads((folder / "telescope.json").read_text())
+    (folder / "telescope.json").write_text(json.dumps({**manifest, **changes}))
+    return folder
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"full_dim": 32, "pairs": [[1, 8]]}, r"full_dim: expected 64 \(the model's embedding dim\), got 32"),
+        ({"num_layers": 6}, r"num_layers: expected 4 \(the model's transformer blocks\), got 6"),
+    ],
+)
+def test_manifest_that_disagrees_with_the_model_is_refused(tiny_model_path, tmp_path, changes, message):
+    """A telescope.json describing another model (hand-edited, copied beside the wrong weights) must not load:
+    its pairs and dims would be used for grids and collections the model cannot produce."""
+    folder = _copy_with_manifest(tiny_model_path, tmp_path, **changes)
+    with pytest.raises(ValueError, match=message):
+        load_embedder(folder, backend="torch")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[]", r"expected a JSON object, got list"),
+        ('{"id": "x", "version": "1", "num_layers": "4", "full_dim": 64, "pairs": [[1, 8]]}',
+         r"num_layers: expected an integer >= 1, got '4'"),
+        ('{"id": "x", "version": "1", "num_layers": 4, "full_dim": 64, "pairs": [[1]]}',
+         r"pairs: expected \(layer, dim\) pairs of integers, got \[1\]"),
+        ('{"id": "x", "version": "1", "num_layers": 4, "full_dim": 64, "pairs": null}',
+         r"pairs: expected a list of \(layer, dim\) pairs, got None"),
+    ],
+)
+def test_corrupt_manifest_errors_name_the_field(tmp_path, text, message):
+    (tmp_path / "telescope.json").write_text(text)
+    with pytest.raises(ValueError, match=message):
+        ModelManifest.load(tmp_path)
+
+
 def test_missing_model_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="never downloads"):
         load_embedder(tmp_path / "nope")
+
+
+def test_folder_without_a_model_is_a_clear_error(tmp_path):
+    """A folder that exists but holds no model (a typo'd parent folder) names what was expected and what is there."""
+    (tmp_path / "notes.txt").write_text("not a model")
+    with pytest.raises(FileNotFoundError, match=r"model: expected 'default' or a sentence-transformers folder.*"
+                       r"no modules\.json or config\.json"):
+        load_embedder(tmp_path)
 
 
 def test_default_model_loads_offline_and_describes_itself(default_embedder):

@@ -188,7 +188,8 @@ class Interrupt(Exception):
     pass
 
 
-def test_resume_continues_the_same_run(tiny_model_path, data_files, tmp_path):
+@pytest.mark.parametrize("objective", ["starbucks", "2dmse-paper"])  # 2dmse-paper: its sampled (layer, dim) too
+def test_resume_continues_the_same_run(objective, tiny_model_path, data_files, tmp_path):
     from transformers import TrainerCallback
 
     class StopAfterCheckpoint(TrainerCallback):
@@ -197,10 +198,10 @@ def test_resume_continues_the_same_run(tiny_model_path, data_files, tmp_path):
 
     common = dict(steps=4, save_steps=2, learning_rate=5e-4)
     straight = tmp_path / "straight"
-    train(config("starbucks", data_files["pairs"], straight, tiny_model_path, **common), show_progress=False)
+    train(config(objective, data_files["pairs"], straight, tiny_model_path, **common), show_progress=False)
 
     resumed = tmp_path / "resumed"
-    cfg = config("starbucks", data_files["pairs"], resumed, tiny_model_path, **common)
+    cfg = config(objective, data_files["pairs"], resumed, tiny_model_path, **common)
     with pytest.raises(Interrupt):
         train(cfg, callbacks=[StopAfterCheckpoint()], show_progress=False)
     assert (resumed / "checkpoints" / "checkpoint-2").is_dir()
