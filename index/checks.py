@@ -1,4 +1,4 @@
-"""Checks on what callers hand a collection: ids, payloads, vectors, queries and payload filters.
+"""Checks on what callers hand a collection: ids, payloads, properties, vectors, queries and payload filters.
 
 Each returns the value in the form the collection stores or searches, or raises ``ValueError`` / ``TypeError``
 with a message naming the field, what was expected and what was received (``ids[3]: expected a non-empty
@@ -8,11 +8,16 @@ string, got ''``), before anything is written.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 
 import numpy as np
 
 from telescope.index.plan import Plan
+
+# Vector lengths the collection can normalise in float32: the squares of the values sum to no more than 1e38
+# (float32 holds 3.4e38) and to at least 1e-38 (not all of them round to zero).
+MIN_LENGTH, MAX_LENGTH = 1e-19, 1e19
 
 
 def check_vectors(vectors: np.ndarray, n: int, dim: int) -> np.ndarray:
@@ -26,7 +31,9 @@ def check_vectors(vectors: np.ndarray, n: int, dim: int) -> np.ndarray:
 
 def check_queries(queries: np.ndarray, plan: Plan, dim: int) -> np.ndarray:
     """Queries for ``plan`` on a ``dim``-long collection as a C-contiguous float32 (n, d) array (one 1-d query
-    is n = 1); finite, and the coordinates stage one reads not all zero."""
+    is n = 1); finite, and of a length float32 can normalise at every prefix a stage reads
+    (``stage_one.prefix_normalize``): the whole query at most ``MAX_LENGTH``, stage one's prefix at least
+    ``MIN_LENGTH`` (prefix lengths grow with the prefix). Out of those bounds every score would be 0."""
     queries = np.asarray(queries, dtype=np.float32)
     if queries.ndim == 1:
         queries = queries[None, :]
@@ -36,9 +43,34 @@ def check_queries(queries: np.ndarray, plan: Plan, dim: int) -> np.ndarray:
         )
     if len(queries) == 0:
         raise ValueError("queries: expected at least one query, got none")
-    check_finite_nonzero(queries[:, : plan.stages[0].dim], "queries")
-    check_finite_nonzero(queries, "queries")  # the later stages read the coordinates past stage one's
+    first = plan.stages[0].dim
+    wide = queries.astype(np.float64)  # float32 squares would overflow or underflow
+    shortest = np.sqrt(np.einsum("ij,ij->i", wide[:, :first], wide[:, :first]))  # stage one's prefix
+    longest = np.sqrt(np.einsum("ij,ij->i", wide, wide))
+    if not (MIN_LENGTH <= shortest.min() and longest.max() <= MAX_LENGTH):  # nan when a value is not finite
+        check_finite_nonzero(queries[:, :first], "queries")
+        check_finite_nonzero(queries, "queries")  # the later stages read the coordinates past stage one's
+        i = int(np.flatnonzero((shortest < MIN_LENGTH) | (longest > MAX_LENGTH))[0])
+        at, length = ("", longest[i]) if longest[i] > MAX_LENGTH else (f"[:{first}]", shortest[i])
+        raise ValueError(
+            f"queries[{i}]{at}: expected a length (L2 norm) in [{MIN_LENGTH:g}, {MAX_LENGTH:g}] (normalised in "
+            f"float32), got {length:g}"
+        )
     return np.ascontiguousarray(queries)
+
+
+def check_text(value: object, field: str) -> str:
+    """``value`` as a non-empty string UTF-8 can encode: no lone surrogates (``'\\ud800'``), which Arrow (the WAL,
+    the segments) refuses to store."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{field}: expected a non-empty string, got {value!r}")
+    try:
+        value.encode()
+    except UnicodeEncodeError as e:
+        raise ValueError(
+            f"{field}: expected valid Unicode text, got {value!r} (a lone surrogate at index {e.start})"
+        ) from None
+    return value
 
 
 def check_ids(ids: Sequence[str], allow_duplicates: bool = False) -> list[str]:
@@ -49,6 +81,11 @@ def check_ids(ids: Sequence[str], allow_duplicates: bool = False) -> list[str]:
         if not isinstance(point_id, str) or not point_id:
             raise ValueError(f"ids[{i}]: expected a non-empty string, got {point_id!r}")
         out.append(point_id)
+    try:
+        "".join(out).encode()  # one encode for the batch; per id only to name the bad one
+    except UnicodeEncodeError:
+        for i, point_id in enumerate(out):
+            check_text(point_id, f"ids[{i}]")
     if not allow_duplicates and len(set(out)) != len(out):
         first: dict[str, int] = {}
         for i, point_id in enumerate(out):
@@ -63,6 +100,8 @@ def check_ids(ids: Sequence[str], allow_duplicates: bool = False) -> list[str]:
 def check_payloads(payloads: Sequence[dict] | None, n: int) -> list[str]:
     if payloads is None:
         return ["{}"] * n
+    if isinstance(payloads, (str, bytes)) or not isinstance(payloads, Sequence):  # as ids: a generator has no len
+        raise TypeError(f"payloads: expected a list of dicts, got {type(payloads).__name__}")
     if len(payloads) != n:
         raise ValueError(f"payloads: expected {n} payloads (one per id), got {len(payloads)}")
     out = []
@@ -76,6 +115,20 @@ def check_payloads(payloads: Sequence[dict] | None, n: int) -> list[str]:
     return out
 
 
+def check_properties(properties: dict | None) -> dict:
+    """A collection's free-form properties as the dict its manifest stores, checked to serialise as JSON
+    (as ``files.write_json`` writes it) before any file is written."""
+    if properties is None:
+        return {}
+    if not isinstance(properties, dict):
+        raise ValueError(f"properties: expected a dict, got {type(properties).__name__}")
+    try:
+        json.dumps(properties, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"properties: expected JSON-serialisable values, got {properties!r} ({e})") from e
+    return dict(properties)
+
+
 def check_where(where: dict) -> dict:
     if not isinstance(where, dict):
         raise ValueError(f"where: expected a dict of payload field -> value, got {type(where).__name__}")
@@ -84,6 +137,8 @@ def check_where(where: dict) -> dict:
             raise ValueError(f"where: expected non-empty field names, got {key!r}")
         if value is not None and not isinstance(value, (str, int, float, bool)):
             raise ValueError(f"where[{key!r}]: expected a string, number, boolean or null, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):  # nan equals nothing: it would match no point
+            raise ValueError(f"where[{key!r}]: expected a finite number, got {value!r}")
     return where
 
 

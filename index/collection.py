@@ -41,7 +41,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from telescope.index.autoplan import PlanChoice, candidate_plans, recall_at_k, without_self
-from telescope.index.checks import check_ids, check_payloads, check_queries, check_vectors, check_where
+from telescope.index.checks import (
+    check_ids,
+    check_payloads,
+    check_properties,
+    check_queries,
+    check_text,
+    check_vectors,
+    check_where,
+)
 from telescope.index.files import write_atomic, write_json, write_npy, write_parquet
 from telescope.index.plan import Plan
 from telescope.index.rerank import merge_top, rerank
@@ -120,6 +128,7 @@ class Collection:
         check_vector_dtype(vector_dtype)
         if isinstance(flush_rows, bool) or not isinstance(flush_rows, int) or flush_rows < 1:
             raise ValueError(f"flush_rows: expected an integer >= 1, got {flush_rows!r}")
+        properties = check_properties(properties)
         path.mkdir(parents=True, exist_ok=True)
         manifest = {
             "format": FORMAT,
@@ -133,7 +142,7 @@ class Collection:
             "deleted": None,
             "stage_one_file": None,
             "created": time.time(),
-            "properties": dict(properties or {}),
+            "properties": properties,
         }
         write_json(path / MANIFEST, manifest)
         return cls.open(path)
@@ -273,8 +282,9 @@ class Collection:
         ``if_version`` writes only the ids whose live point was stored with that model version (the others are
         skipped, atomically with the write): a backfill never overwrites a point written meanwhile.
         """
-        if not isinstance(model_version, str) or not model_version:
-            raise ValueError(f"model_version: expected a non-empty string, got {model_version!r}")
+        check_text(model_version, "model_version")
+        if if_version is not None:
+            check_text(if_version, "if_version")
         ids = check_ids(ids)
         vectors = check_vectors(vectors, len(ids), self.version_dim(model_version))
         payload_texts = check_payloads(payloads, len(ids))
@@ -567,6 +577,8 @@ class Collection:
     def ids(self, *, model_version: str | None = None, other_than: str | None = None, limit: int | None = None) -> list[str]:
         """Live ids in storage order: all, those stored with ``model_version``, or those with any other version
         than ``other_than``; at most ``limit``."""
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+            raise ValueError(f"limit: expected an integer >= 0 or None, got {limit!r}")
         with self._lock:
             r = self._rows
             mask = r.alive.copy()
@@ -586,6 +598,8 @@ class Collection:
         versions shorter than the new dim are recorded in ``version_dims``. Narrowing below a stored version's
         valid length is refused (re-embed those points first).
         """
+        if properties is not None:
+            properties = check_properties(properties)
         with self._lock:
             self._writable()
             new_dim = self.dim if dim is None else dim
@@ -605,14 +619,14 @@ class Collection:
             if new_dim == self.dim:
                 manifest = dict(self._manifest, default_plan=str(plan))
                 if properties is not None:
-                    manifest["properties"] = dict(properties)
+                    manifest["properties"] = properties
                 write_json(self.path / MANIFEST, manifest)
                 self._manifest = manifest
                 return
             self.commit(compact=True)  # the WAL is empty and the live rows one segment from here on
             manifest = dict(self._manifest, default_plan=str(plan))
             if properties is not None:
-                manifest["properties"] = dict(properties)
+                manifest["properties"] = properties
             rows = Rows(new_dim, self.vector_dtype)
             old = self._rows
             vectors = np.zeros((old.n, new_dim), dtype=np.float32)

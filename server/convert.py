@@ -12,12 +12,10 @@ import math
 import numpy as np
 from google.protobuf import json_format, struct_pb2
 
+from telescope.index.checks import MAX_LENGTH, MIN_LENGTH  # the lengths the collection can normalise in float32
 from telescope.proto.telescope.v1 import common_pb2
 
 _EXACT_INT = 2**53
-# Vector lengths the collection can normalise in float32: the squares of the values sum to no more than 1e38
-# (float32 holds 3.4e38) and to at least 1e-38 (not all of them round to zero).
-MIN_LENGTH, MAX_LENGTH = 1e-19, 1e19
 
 
 def vector_values(vector: common_pb2.Vector, field: str, expected: tuple[int, int]) -> np.ndarray:

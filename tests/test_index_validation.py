@@ -36,6 +36,16 @@ def _inf():
     return v
 
 
+def _tiny_prefix():
+    v = nested_vectors(1, D)
+    v[0, :4] = 1e-30  # the first stage's 4 dims: their squares round to zero in float32
+    return v
+
+
+def _payloads():
+    yield {"n": 4}
+
+
 @pytest.mark.parametrize(
     "call, error, message",
     [
@@ -52,6 +62,13 @@ def _inf():
         (lambda c: c.upsert(["x"], nested_vectors(1, D), [{"f": object()}]), ValueError, r"payloads\[0\]: expected JSON"),
         (lambda c: c.upsert(["x"], nested_vectors(1, D), ["text"]), ValueError, r"payloads\[0\]: expected a dict, got str"),
         (lambda c: c.upsert(["x"], nested_vectors(1, D), model_version=""), ValueError, "model_version: expected a non-empty string"),
+        (lambda c: c.upsert(["x", "a\ud800"], nested_vectors(2, D)), ValueError, r"ids\[1\]: expected valid Unicode text, got 'a\\ud800' \(a lone surrogate at index 1\)"),
+        (lambda c: c.upsert(["x"], nested_vectors(1, D), model_version="m\udfff"), ValueError, r"model_version: expected valid Unicode text, got 'm\\udfff'"),
+        (lambda c: c.upsert(["a"], nested_vectors(1, D), if_version=1), ValueError, "if_version: expected a non-empty string, got 1"),
+        (lambda c: c.upsert(["x"], nested_vectors(1, D), _payloads()), TypeError, "payloads: expected a list of dicts, got generator"),
+        (lambda c: c.delete(["a", "b\ud800"]), ValueError, r"ids\[1\]: expected valid Unicode text"),
+        (lambda c: c.reconfigure(properties={"f": object()}), ValueError, r"properties: expected JSON-serialisable values"),
+        (lambda c: c.ids(limit=-1), ValueError, "limit: expected an integer >= 0 or None, got -1"),
         (lambda c: c.delete(["a", "zz"]), LookupError, r"1 unknown id\(s\), e\.g\. \['zz'\]; nothing was deleted"),
         (lambda c: c.delete(["a"], missing="maybe"), ValueError, "missing: expected 'error' or 'ignore', got 'maybe'"),
         (lambda c: c.search(nested_vectors(1, D), k=0), ValueError, "k: expected an integer >= 1, got 0"),
@@ -66,6 +83,9 @@ def _inf():
         (lambda c: c.search(np.zeros((0, D))), ValueError, "queries: expected at least one query, got none"),
         (lambda c: c.search(_nan()), ValueError, r"queries\[1\]: expected finite values"),
         (lambda c: c.search(_nan_late()), ValueError, r"queries\[0\]: expected finite values, got nan"),
+        (lambda c: c.search(nested_vectors(1, D) * 1e20), ValueError, r"queries\[0\]: expected a length \(L2 norm\) in \[1e-19, 1e\+19\] \(normalised in float32\), got \d\.\d+e\+20"),
+        (lambda c: c.search(_tiny_prefix()), ValueError, r"queries\[0\]\[:4\]: expected a length \(L2 norm\) in \[1e-19, 1e\+19\] \(normalised in float32\), got 2e-30"),
+        (lambda c: c.search(nested_vectors(1, D), where={"n": float("nan")}), ValueError, r"where\['n'\]: expected a finite number, got nan"),
         (lambda c: c.choose_plan(0.9, k=0), ValueError, "k: expected an integer >= 1, got 0"),
         (lambda c: c.choose_plan(0.9, sample=0), ValueError, "sample: expected an integer >= 1, got 0"),
     ],
@@ -126,9 +146,12 @@ def test_tiny_and_huge_vectors_are_stored_unit_length(tmp_path, scale):
         ({"flush_rows": 0}, "flush_rows: expected an integer >= 1, got 0"),
         ({"flush_rows": "many"}, "flush_rows: expected an integer >= 1, got 'many'"),
         ({"stage_one_dim": 0}, r"stage_one_dim: expected 1..8, got 0"),
+        ({"properties": {"f": object()}}, r"properties: expected JSON-serialisable values, got \{'f': <object"),
+        ({"properties": {"f": float("nan")}}, r"properties: expected JSON-serialisable values"),
+        ({"properties": ["model"]}, r"properties: expected a dict, got list"),
     ],
 )
-def test_create_refuses_bad_flush_rows_and_stage_one_dim(tmp_path, kwargs, message):
+def test_create_refuses_bad_config_and_leaves_nothing(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         Collection.create(tmp_path / "c", D, **kwargs)
     assert not (tmp_path / "c").exists()
