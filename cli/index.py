@@ -32,6 +32,8 @@ def create(
     from telescope.index import Collection
 
     props, full_dim = collection_model_properties(model)
+    if dim is not None and dim > full_dim:  # a prefix of the model's vectors, never longer
+        raise ValueError(f"--dim: expected at most {full_dim} (the model's full dim), got {dim}")
     with Collection.create(
         path, dim or full_dim, default_plan=plan, stage_one=stage_one, stage_one_params=stage_one_params, properties=props,
         vector_dtype=vector_dtype,

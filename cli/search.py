@@ -27,6 +27,7 @@ def search(
     """Embed the query with the collection's model and search coarse-to-fine (--remote: on a server)."""
     from telescope.cli.models import collection_embedder
     from telescope.index import Collection
+    from telescope.pipelines.ingest import text_dim
 
     if remote is not None:
         from telescope.cli.remote import remote_search
@@ -36,7 +37,7 @@ def search(
         c = Collection.open(path, read_only=True)
         embedder = collection_embedder(c)
         start = time.perf_counter()
-        vectors = embedder.encode(query)
+        vectors = embedder.encode(query, dim=text_dim(c, embedder))
         embedded = time.perf_counter()
         hits = c.search(vectors, k=k, plan=plan)
         done = time.perf_counter()

@@ -27,7 +27,8 @@ from pathlib import Path
 import duckdb
 
 from telescope.pipelines.sources import (
-    ID, TEXT, SourceSpec, check_columns, connect, file_view, json_as_text, scan_sql, source_query, user_query,
+    ID, TEXT, SourceSpec, check_columns, connect, file_view, ident, json_as_text, read_problem, scan_sql, source_query,
+    user_query,
 )
 
 POLICIES = ("skip", "fail")
@@ -103,17 +104,20 @@ def check_source(spec: SourceSpec, policies: Policies, con: duckdb.DuckDBPyConne
     good: list[Path] = []
     unreadable: list[tuple[str, str]] = []
     for file in files if fmt != "duckdb" else []:
-        try:
-            # count(COLUMNS(*)) decodes every value: a plain count(*) skips decoding and misses bad bytes.
-            con.execute(f"SELECT count(COLUMNS(*)) FROM {scan_sql(fmt, [file], tolerant)}").fetchall()
-            good.append(file)
-        except duckdb.Error as e:
-            message = str(e).splitlines()[0] if str(e) else type(e).__name__
-            if _is_encoding_error(e) and policies.invalid == "fail":
-                _fail("invalid", f"--source: {str(file)!r} has rows that are not valid UTF-8 or not well formed: {message}")
-            if policies.unreadable == "fail":
-                _fail("unreadable", f"--source: cannot read {str(file)!r} as {fmt}: {message}")
-            unreadable.append((str(file), message))
+        message = read_problem(fmt, file)  # an empty file
+        if message is None:
+            try:
+                # count(COLUMNS(*)) decodes every value: a plain count(*) skips decoding and misses bad bytes.
+                con.execute(f"SELECT count(COLUMNS(*)) FROM {scan_sql(fmt, [file], tolerant)}").fetchall()
+                good.append(file)
+                continue
+            except duckdb.Error as e:
+                message = read_problem(fmt, file, e) or (str(e).splitlines()[0] if str(e) else type(e).__name__)
+                if _is_encoding_error(e) and policies.invalid == "fail":
+                    _fail("invalid", f"--source: {str(file)!r} has rows that are not valid UTF-8 or not well formed: {message}")
+        if policies.unreadable == "fail":
+            _fail("unreadable", f"--source: cannot read {str(file)!r} as {fmt}: {message}")
+        unreadable.append((str(file), message))
     if fmt == "duckdb":
         good = files
     if not good:
@@ -126,11 +130,14 @@ def check_source(spec: SourceSpec, policies: Policies, con: duckdb.DuckDBPyConne
     base = user_query(con, spec, fmt)
     try:
         base = json_as_text(con, base)
-        columns = list(con.sql(base).columns)
+        relation = con.sql(base)
+        columns = list(relation.columns)
+        binary = frozenset(c for c, t in zip(columns, relation.types) if str(t) == "BLOB")
     except duckdb.Error as e:
         raise ValueError(f"--sql: DuckDB cannot run {base!r}: {str(e).splitlines()[0]}") from e
     check_columns(spec, columns)
-    query = source_query(spec, base, columns)
+    _check_utf8(con, spec, base, binary)
+    query = source_query(spec, base, columns, binary)
     check = SourceCheck(fmt, good, query, [c for c in con.sql(query).columns if c not in (ID, TEXT)], unreadable=unreadable)
     try:
         _count(con, check, fmt, tolerant)  # the first pass over every row: where DuckDB meets what binding did not
@@ -139,6 +146,22 @@ def check_source(spec: SourceSpec, policies: Policies, con: duckdb.DuckDBPyConne
         raise ValueError(f"--source: DuckDB cannot read the documents of {spec.source!r}{through}: {_message(e)}") from e
     _apply(check, policies)
     return check, con
+
+
+def _check_utf8(con: duckdb.DuckDBPyConnection, spec: SourceSpec, base: str, binary: frozenset[str]) -> None:
+    """Refuse an id or text in a BLOB column (Parquet BINARY) that is not valid UTF-8, naming the column and the id."""
+    for option, column in (("--id-column", spec.id_column), ("--text-column", spec.text_column)):
+        if column not in binary:
+            continue
+        bad = con.execute(
+            f"SELECT CAST({ident(spec.id_column)} AS VARCHAR), CAST({ident(column)} AS VARCHAR) FROM ({base}) AS q "
+            f"WHERE {ident(column)} IS NOT NULL AND try(decode({ident(column)})) IS NULL LIMIT 1"
+        ).fetchone()
+        if bad is not None:
+            raise ValueError(
+                f"{option}: the binary column {column!r} holds bytes that are not UTF-8 text (id {bad[0]!r}): "
+                f"expected UTF-8, got {bad[1]!r}"
+            )
 
 
 def _count(con: duckdb.DuckDBPyConnection, check: SourceCheck, fmt: str, tolerant: bool) -> None:

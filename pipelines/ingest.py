@@ -136,19 +136,27 @@ def ingest(
     show_progress: bool = True,
     description: str = "embedding",
 ) -> IngestReport:
-    """Embed ``texts`` at ``layer`` (full dim) and upsert them under ``ids`` with ``payloads``."""
+    """Embed ``texts`` at ``layer`` and at the collection's dim for this model (``text_dim``) and upsert them
+    under ``ids`` with ``payloads``; ``truncated`` counts the texts over the model's token limit."""
     if len(ids) != len(texts):
         raise ValueError(f"ids: expected one id per text ({len(texts)}), got {len(ids)}")
     if payloads is not None and len(payloads) != len(texts):
         raise ValueError(f"payloads: expected one payload per text ({len(texts)}), got {len(payloads)}")
-    truncated_before = embedder.truncated_texts
+    encoder = LocalEncoder(embedder, layer, text_dim(collection, embedder), batch_size)
     windows = (
         points_table(ids[s : s + window], texts[s : s + window], None if payloads is None else payloads[s : s + window])
         for s in range(0, len(ids), window)
     )
     with progress_bar(description, total=len(texts), unit="texts", enabled=show_progress) as advance:
         points = ingest_windows(
-            collection, windows, LocalEncoder(embedder, layer, None, batch_size), embedder.manifest.tag,
-            on_batch=lambda batch, _: advance(batch.num_rows),
+            collection, windows, encoder, embedder.manifest.tag, on_batch=lambda batch, _: advance(batch.num_rows)
         )
-    return IngestReport(points=points, truncated=embedder.truncated_texts - truncated_before)
+    # counted for these texts alone: the embedder's running total also counts concurrent callers' texts
+    return IngestReport(points=points, truncated=embedder.count_truncated(texts))
+
+
+def text_dim(collection: Collection, embedder: Embedder) -> int:
+    """The dim ``embedder`` embeds texts at for ``collection``: the length of its version's vectors there
+    (``version_dim``: a collection may be shorter than its model, whose nested prefixes are embeddings too, as
+    ``telescope index build --dim`` writes them), at most the model's full dim."""
+    return min(collection.version_dim(embedder.manifest.tag), embedder.full_dim)

@@ -131,10 +131,13 @@ def widened_plan(plan: Plan, old_dim: int, new_dim: int) -> Plan:
 def start_rollout(collection: Collection, new: Embedder, location: str) -> RolloutStatus:
     """Serve ``new`` at once (``location`` is how the collection records it: "default" or a folder).
 
-    Rerunning it for the rollout in progress changes nothing (then resume with ``run_backfill``).
+    Rerunning it for the rollout in progress changes nothing (then resume with ``run_backfill``); for the rollout
+    that completed, it changes nothing either and returns its ``complete`` status (so a retried script succeeds).
     """
     props = collection.properties
     record = props.get(KEY)
+    if record is not None and record["state"] == "complete" and record["to"]["model_version"] == new.manifest.tag:
+        return rollout_status(collection)
     if record is not None and record["state"] in ACTIVE:
         if record["state"] == "backfilling" and record["to"]["model_version"] == new.manifest.tag:
             return rollout_status(collection)

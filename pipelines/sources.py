@@ -23,6 +23,9 @@ import pyarrow as pa
 FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv", ".txt": "txt",
            ".parquet": "parquet", ".duckdb": "duckdb", ".db": "duckdb", ".gz": None}
 STREAM_FORMATS = ("parquet", "jsonl", "csv", "tsv", "duckdb")
+SHAPES = {"jsonl": "one JSON object per line", "csv": "a header row, then one row per document",
+          "tsv": "a header row, then one row per document"}  # what a text source holds; DuckDB reads anything else
+# (an empty file, a JSON array) as one column, 'json' or 'column0', and the id column would then be missing
 ID, TEXT = "__id", "__text"  # the id and text columns of a source query, whatever the source calls them
 
 
@@ -56,8 +59,8 @@ def scan_sql(fmt: str, files: list[Path], tolerant: bool = False) -> str:
     lenient = ", ignore_errors=true" if tolerant else ""
     if fmt == "parquet":
         return f"read_parquet({paths}, union_by_name=true)"
-    if fmt == "jsonl":
-        return f"read_json({paths}, format='newline_delimited', union_by_name=true{lenient})"
+    if fmt == "jsonl":  # records: a line that is not an object (a JSON array, a bare value) is an error
+        return f"read_json({paths}, format='newline_delimited', records='true', union_by_name=true{lenient})"
     if fmt in ("csv", "tsv"):
         delim = ", delim='\t', quote=''" if fmt == "tsv" else ""
         # DuckDB refuses store_rejects together with union_by_name: CSV files of one source share a header.
@@ -108,8 +111,21 @@ class SourceSpec:
             return self.format
         formats = {detect_format(f) for f in files}
         if len(formats) != 1 or "txt" in formats:
-            raise ValueError(f"--format: cannot tell one format from the files ({sorted(map(str, formats))}); pass --format")
+            raise ValueError(
+                f"--format: expected files of one format among {list(STREAM_FORMATS)} (or --format with one of them), "
+                f"got {sorted(formats)}" + ("; plain text (.txt) is read by `telescope index add`" if "txt" in formats else "")
+            )
         return formats.pop()
+
+
+def read_problem(fmt: str, path: Path, error: Exception | None = None) -> str | None:
+    """Why ``path`` holds no table of ``fmt``, in words, or None: an empty file, JSON that is not one object per line
+    (``error``: DuckDB's, when it refused the file)."""
+    if fmt in SHAPES and path.stat().st_size == 0:
+        return f"expected {SHAPES[fmt]}, got an empty file"
+    if fmt == "jsonl" and error is not None and "expected records" in str(error):
+        return f"expected JSON lines ({SHAPES[fmt]}), got JSON values that are not objects (a JSON array?)"
+    return None
 
 
 def connect() -> duckdb.DuckDBPyConnection:
@@ -177,12 +193,22 @@ def json_as_text(con: duckdb.DuckDBPyConnection, query: str) -> str:
     return f"SELECT {select} FROM ({query}) AS j"
 
 
-def source_query(spec: SourceSpec, base: str, columns: list[str]) -> str:
-    """The documents query: id and text as VARCHAR under fixed names, then the payload columns."""
-    payload = ", ".join(f"{ident(c)}" for c in metadata_of(spec, columns))
+def as_text(column: str, binary: bool) -> str:
+    """A column as VARCHAR: BLOB (Parquet BINARY from older writers) decoded as UTF-8, not cast to its escaped bytes."""
+    return f"decode({ident(column)})" if binary else f"CAST({ident(column)} AS VARCHAR)"
+
+
+def source_query(spec: SourceSpec, base: str, columns: list[str], binary: frozenset[str] = frozenset()) -> str:
+    """The documents query: id and text as VARCHAR under fixed names, then the payload columns.
+
+    ``binary``: the BLOB columns; the id and text among them are decoded as UTF-8 (in the payload too), the others kept.
+    """
+    texts = {spec.id_column, spec.text_column} & binary
+    payload = ", ".join(f"{as_text(c, True)} AS {ident(c)}" if c in texts else ident(c) for c in metadata_of(spec, columns))
     limit = f" LIMIT {int(spec.limit)}" if spec.limit else ""
     return (
-        f"SELECT CAST({ident(spec.id_column)} AS VARCHAR) AS {ID}, CAST({ident(spec.text_column)} AS VARCHAR) AS {TEXT}"
+        f"SELECT {as_text(spec.id_column, spec.id_column in binary)} AS {ID}, "
+        f"{as_text(spec.text_column, spec.text_column in binary)} AS {TEXT}"
         f"{', ' + payload if payload else ''} FROM ({base}) AS q{limit}"
     )
 
@@ -200,15 +226,44 @@ def read_table(path: str | Path, fmt: str | None = None) -> pa.Table:
         raise FileNotFoundError(f"source: no such file {str(path)!r}")
     fmt = fmt or detect_format(path)
     if fmt == "txt":
-        text = pa.array([line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()], pa.string())
+        text = pa.array([line for line in _utf8_text(path).splitlines() if line.strip()], pa.string())
         return pa.table({"id": pa.array([f"line-{i}" for i in range(len(text))]), "text": text})
     if fmt not in ("jsonl", "csv", "tsv", "parquet"):
         raise ValueError(f"format: expected one of ['csv', 'jsonl', 'parquet', 'tsv', 'txt'], got {fmt!r}")
+    if problem := read_problem(fmt, path):
+        raise ValueError(f"source {str(path)!r}: cannot read as {fmt}: {problem}")
     try:
         con = connect()
         return con.sql(json_as_text(con, f"SELECT * FROM {scan_sql(fmt, [path])}")).to_arrow_table()
     except duckdb.Error as e:
-        raise ValueError(f"source {str(path)!r}: cannot read as {fmt}: {e}") from e
+        raise ValueError(f"source {str(path)!r}: cannot read as {fmt}: {read_problem(fmt, path, e) or e}") from e
+
+
+def _utf8_text(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ValueError(
+            f"source {str(path)!r}: line {line}: expected UTF-8 text, got the bytes {data[e.start:e.end]!r} at byte {e.start}"
+        ) from None
+
+
+def _text_values(table: pa.Table, column: str, ids: list[str] | None = None) -> list:
+    """A column's values; a binary column (Parquet BINARY) decoded as UTF-8, an error naming the row when it is not."""
+    values = table.column(column).to_pylist()
+    kind = table.schema.field(column).type
+    if not (pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_fixed_size_binary(kind)):
+        return values
+    decoded = []
+    for i, value in enumerate(values):
+        try:
+            decoded.append(None if value is None else value.decode("utf-8"))
+        except UnicodeDecodeError:
+            where = f"row {i}" + (f" (id {ids[i]!r})" if ids is not None else "")
+            raise ValueError(f"{column}: {where}: expected UTF-8 text in the binary column, got {value!r}") from None
+    return decoded
 
 
 def texts_from(table: pa.Table, id_column: str = "id", text_column: str = "text") -> tuple[list[str], list[str], list[dict]]:
@@ -216,17 +271,17 @@ def texts_from(table: pa.Table, id_column: str = "id", text_column: str = "text"
     for column in (id_column, text_column):
         if column not in table.column_names:
             raise ValueError(f"{column}: expected a column named {column!r}, got columns {table.column_names}")
-    ids = table.column(id_column).to_pylist()
+    ids = _text_values(table, id_column)
     for i, doc in enumerate(ids):
         if doc is None:
             raise ValueError(f"{id_column}: row {i}: expected an id, got None")
     ids = [str(v) for v in ids]
-    texts = table.column(text_column).to_pylist()
+    texts = _text_values(table, text_column, ids)
     for i, text in enumerate(texts):
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"{text_column}: row {i} (id {ids[i]!r}): expected non-empty text, got {text!r}")
     others = [c for c in table.column_names if c != id_column]
-    columns = {c: table.column(c).to_pylist() for c in others}
+    columns = {c: texts if c == text_column else table.column(c).to_pylist() for c in others}
     payloads = [{c: jsonable(columns[c][i]) for c in others} for i in range(len(ids))]
     return ids, texts, payloads
 

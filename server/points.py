@@ -1,8 +1,9 @@
 """The telescope.v1.Points servicer: upsert (unary and client-streaming), delete and get points.
 
-Text points are embedded by the collection's model through ``telescope.pipelines.ingest`` (the one
-embed-and-upsert loop), in chunks with a deadline check between them: a request abandoned at its deadline
-leaves the chunks before it written (upserts are idempotent, so the client retries the whole request).
+Text points are embedded by the collection's model at the collection's dim (a prefix of the model's: nested
+embeddings) through ``telescope.pipelines.ingest`` (the one embed-and-upsert loop), in chunks
+with a deadline check between them: a request abandoned at its deadline leaves the chunks before it written
+(upserts are idempotent, so the client retries the whole request).
 """
 
 from __future__ import annotations

@@ -122,6 +122,8 @@ class Registry:
         check_name(name)
         location = model_location(model or self.default_model)
         embedder = self.embedder(location)
+        if dim is not None and dim > embedder.full_dim:  # a prefix of the model's vectors, never longer
+            raise ValueError(f"dim: expected at most {embedder.full_dim} (the model's full dim), got {dim}")
         with self._lock:
             path = self.data_dir / name
             if name in self._collections or (path / MANIFEST).exists():

@@ -182,7 +182,7 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
     def _run(
         self, queries: list[Query], collection: Collection, context: grpc.ServicerContext, batched: bool = True
     ) -> list[pb.SearchResponse]:
-        embed_ms = self._embed_texts(queries, context)
+        embed_ms = self._embed_texts(queries, collection, context)
         groups: dict[tuple, list[int]] = {}
         for i, q in enumerate(queries):
             groups.setdefault(q.batch_key(), []).append(i)
@@ -211,21 +211,28 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
                 results[i] = response
         return results
 
-    def _embed_texts(self, queries: list[Query], context: grpc.ServicerContext) -> dict[int, float]:
-        """Embed the text queries in place (grouped by model); returns milliseconds spent per query index."""
+    def _embed_texts(
+        self, queries: list[Query], collection: Collection, context: grpc.ServicerContext
+    ) -> dict[int, float]:
+        """Embed the text queries in place (grouped by model, each at its dim in ``collection``); returns
+        milliseconds spent per query index."""
         by_model: dict[int, list[int]] = {}
         for i, q in enumerate(queries):
             if q.text is not None:
                 by_model.setdefault(id(q.embedder), []).append(i)
+        from telescope.pipelines.ingest import text_dim  # imports torch: not at the top, the replica imports this
+
         spent: dict[int, float] = {}
         for indices in by_model.values():
             embedder = queries[indices[0]].embedder
+            dim = text_dim(collection, embedder)
             start = time.perf_counter()
             for s in range(0, len(indices), EMBED_CHUNK):
                 check_alive(context, "embedding the query texts")
                 chunk = indices[s : s + EMBED_CHUNK]
+                texts = [queries[i].text for i in chunk]
                 vectors = self.state.batcher.encode(
-                    embedder, [queries[i].text for i in chunk], lambda: check_alive(context, "embedding the query texts")
+                    embedder, texts, lambda: check_alive(context, "embedding the query texts"), dim=dim
                 )
                 for i, v in zip(chunk, vectors):
                     queries[i].vector = v

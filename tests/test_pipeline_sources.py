@@ -183,3 +183,45 @@ def test_csv_files_of_one_glob_with_different_columns_fail_naming_the_file_and_c
     write(tmp_path, "csv", [{"id": "x", "text": "no lang column"}], "b")
     with pytest.raises(ValueError, match=r"--source: DuckDB cannot read .*\*\.csv.*b\.csv.*\"lang\" is missing"):
         check_source(SourceSpec(str(tmp_path / "*.csv")), Policies())
+
+
+def test_binary_id_and_text_are_decoded_as_utf8_by_build_and_add_and_bad_bytes_fail_naming_them(tmp_path):
+    # older Parquet writers (or pa.binary()) store strings as BINARY: DuckDB's cast gives 'caf\xC3\xA9'
+    table = pa.table({"id": pa.array([b"a1", b"a2"], pa.binary()), "text": pa.array(["café".encode(), b"plain"], pa.binary()),
+                      "blob": pa.array([b"\x00\xff", b"x"], pa.binary())})
+    pq.write_table(table, path := tmp_path / "binary.parquet")
+    rows, _ = read_all(SourceSpec(str(path)))  # telescope index build
+    assert [(r[ID], r[TEXT], r["text"]) for r in rows] == [("a1", "café", "café"), ("a2", "plain", "plain")]
+    assert [r["blob"] for r in rows] == [b"\x00\xff", b"x"]  # other payload columns are left alone
+    ids, texts, payloads = texts_from(read_table(path))  # telescope index add
+    assert (ids, texts, [p["text"] for p in payloads]) == (["a1", "a2"], ["café", "plain"], ["café", "plain"])
+
+    pq.write_table(pa.table({"id": ["a", "b"], "text": pa.array([b"ok", b"bad \xff"], pa.binary())}), bad := tmp_path / "bad.parquet")
+    with pytest.raises(ValueError, match=r"--text-column: the binary column 'text' .*not UTF-8.*id 'b'"):
+        check_source(SourceSpec(str(bad)), Policies())
+    with pytest.raises(ValueError, match=r"text: row 1 \(id 'b'\): expected UTF-8 text"):
+        texts_from(read_table(bad))
+
+
+@pytest.mark.parametrize("name, data, what", [
+    ("empty.jsonl", b"", "got an empty file"), ("empty.csv", b"", "got an empty file"),
+    ("array.json", b'[{"id": "a", "text": "x"}, {"id": "b", "text": "y"}]', "not objects"),
+], ids=["empty jsonl", "empty csv", "json array"])
+def test_empty_files_and_json_arrays_fail_naming_the_file(tmp_path, name, data, what):
+    (path := tmp_path / name).write_bytes(data)
+    with pytest.raises(ValueError, match=rf"cannot read '.*{name}' as .*{what}"):
+        check_source(SourceSpec(str(path)), Policies())
+    with pytest.raises(ValueError, match=rf"source '.*{name}': cannot read as .*{what}"):
+        read_table(path)
+
+
+def test_txt_source_of_index_build_lists_the_accepted_formats(tmp_path):
+    (path := tmp_path / "lines.txt").write_text("one\ntwo\n")
+    with pytest.raises(ValueError, match=r"--format: expected .*\['parquet', 'jsonl', 'csv', 'tsv', 'duckdb'\].*got \['txt'\].*index add"):
+        check_source(SourceSpec(str(path)), Policies())
+
+
+def test_index_add_of_a_txt_file_that_is_not_utf8_names_the_file_and_line(tmp_path):
+    (path := tmp_path / "latin1.txt").write_bytes("fine\ncafé\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"source '.*latin1.txt': line 2: expected UTF-8 text, got the bytes b'\\xe9'"):
+        read_table(path)

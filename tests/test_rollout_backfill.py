@@ -199,3 +199,12 @@ def test_rollout_cli_switches_backfills_and_aborts(tmp_path, tiny_embedder, tiny
     assert code == 0 and "backfilling" in err
     c = Collection.open(tmp_path / "c", read_only=True)
     assert rollout_status(c).backfilled == 0 and c.dim == 80
+
+
+def test_rerunning_a_completed_rollout_says_so_and_exits_0(tmp_path, tiny_embedder, tiny_model_path, new_model_path, capsys):
+    make_collection(tmp_path / "c", tiny_embedder, tiny_model_path).close()
+    argv = ["rollout", str(tmp_path / "c"), "--model", str(new_model_path)]
+    assert run_cli(argv, capsys)[0] == 0
+    code, out, err = run_cli(argv, capsys)  # a retry script reruns the same command: idempotent
+    assert code == 0, err
+    assert "already complete" in err and json.loads(out[out.index("{"):])["state"] == "complete"

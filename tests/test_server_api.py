@@ -115,6 +115,23 @@ def test_text_points_are_embedded_by_the_collection_model(client, tiny_embedder)
     np.testing.assert_allclose(stored[0].vector, tiny_embedder.encode(["stocks rose"])[0], atol=1e-5)
 
 
+def test_a_collection_shorter_than_its_model_embeds_texts_at_its_dim(client, tiny_embedder):
+    """Matryoshka models: a 32-dim collection of the 64-dim model holds (and is queried by) the 32-dim prefixes."""
+    info = client.create_collection("short", dim=32, plan="16:4,32:2")
+    assert (info.dim, info.default_plan) == (32, "16:4,32:2")
+    texts = ["cats purr", "dogs bark", "stocks rose", "the sun is a star"]
+    response = client.upsert("short", [f"t{i}" for i in range(3)], texts=texts[:3])
+    assert (response.upserted, response.points) == (3, 3)
+    client.upsert_stream("short", [{"ids": ["t3"], "texts": texts[3:]}])
+    stored = client.get("short", ["t2"], with_vector=True)[0]
+    np.testing.assert_allclose(stored.vector, tiny_embedder.encode(["stocks rose"], dim=32)[0], atol=1e-5)
+    result = client.search("short", text="dogs bark", k=2)
+    assert result.hits[0].id == "t1" and result.hits[0].score == pytest.approx(1.0, abs=1e-4)
+    batch = client.search_batch("short", ["the sun is a star", tiny_embedder.encode(["cats purr"], dim=32)[0]], k=1)
+    assert [r.hits[0].id for r in batch] == ["t3", "t0"]
+    client.delete_collection("short")
+
+
 def test_upsert_stream_delete_and_get(client):
     client.create_collection("stream")
     vectors = np.random.default_rng(0).standard_normal((30, DIM)).astype(np.float32)
@@ -187,6 +204,20 @@ def test_health_serving_and_reflection_lists_the_services(server, client):
     response = next(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
     names = {s.name for s in response.list_services_response.service}
     assert set(SERVICES) | {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= names
+
+
+def test_healthcheck_names_a_missing_tls_ca_file(server, tmp_path, monkeypatch, capsys):
+    """A TELESCOPE_TLS_CA naming no file: one line naming the variable and the path, exit 1 (as for any failure)."""
+    from telescope.server.healthcheck import main
+
+    missing = tmp_path / "no-such-ca.pem"
+    monkeypatch.setenv("TELESCOPE_TLS_CA", str(missing))
+    assert main([server.target]) == 1
+    err = capsys.readouterr().err
+    assert f"TELESCOPE_TLS_CA: expected a readable CA certificate file, got {str(missing)!r}" in err
+    assert "Traceback" not in err
+    monkeypatch.delenv("TELESCOPE_TLS_CA")
+    assert main([server.target]) == 0 and "SERVING" in capsys.readouterr().out
 
 
 def test_not_serving_while_loading_then_serving(tmp_path, tiny_model_path):
