@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
 def embed(
     texts: Annotated[Optional[list[str]], typer.Argument(help="Texts to embed (or use --input).")] = None,
     input: Annotated[Optional[Path], typer.Option("--input", "-i", help="A file with one text per line.")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write vectors to .npy (else JSON to stdout).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write vectors to a .npy file (.npy is added when missing; else JSON to stdout).")] = None,
     model: Annotated[str, typer.Option(help="'default' (packaged all-MiniLM-L6-v2) or a model folder.")] = "default",
     layer: Annotated[Optional[int], typer.Option(help="Transformer blocks to run (default: all).")] = None,
     dim: Annotated[Optional[int], typer.Option(help="Prefix length, re-normalised (default: full).")] = None,
@@ -32,7 +32,18 @@ def embed(
     if input is not None:
         if not input.is_file():
             raise FileNotFoundError(f"--input: no such file {str(input)!r}")
-        items = [line for line in input.read_text(encoding="utf-8").splitlines() if line.strip()]
+        # only a newline ends a line (not str.splitlines' \f, \x85, \u2028 ...): row i of the output is line i
+        items = input.read_text(encoding="utf-8").split("\n")
+        if items[-1] == "":  # the newline that ends the last line starts no blank line
+            items.pop()
+        blank = [number for number, line in enumerate(items, 1) if not line.strip()]
+        if blank:
+            where = ", ".join(map(str, blank[:10])) + (", ..." if len(blank) > 10 else "")
+            count = f"{len(blank)} blank lines in all: {where}" if len(blank) > 1 else "the only blank line"
+            raise ValueError(
+                f"--input: line {blank[0]}: expected a text on every line (row i of the output is line i), got a "
+                f"blank line ({count}); remove the blank lines or put a text on each"
+            )
     else:
         items = list(texts or [])
     if not items:
@@ -47,8 +58,9 @@ def embed(
         f"model {embedder.manifest.tag}, truncated {embedder.truncated_texts}"
     )
     if output is not None:
-        np.save(output, vectors)
-        err.print(f"wrote {output}")
+        path = output if str(output).endswith(".npy") else Path(f"{output}.npy")  # the file np.save writes
+        np.save(path, vectors)
+        err.print(f"wrote {path}")
     else:
         json.dump([[round(float(x), 6) for x in v] for v in vectors], sys.stdout)
         sys.stdout.write("\n")

@@ -1,7 +1,8 @@
 """``telescope rollout COLLECTION --model NEW``: serve a backward-compatible model at once, backfill lazily.
 
 Thin: telescope.pipelines.rollout holds the states and checks, telescope.pipelines.backfill the backfill.
-Rerunning the command resumes a cut backfill; ``--abort`` rolls back (and backfills with the old model).
+Rerunning the command resumes a cut backfill (after it completed: says so, exit 0); ``--abort`` rolls back (and
+backfills with the old model).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ def rollout(
         else:
             embedder = load_embedder(model)
             status = start_rollout(collection, embedder, model_location(model))
+            if status.state == "complete":
+                console.print(f"rollout {status.from_version} -> {status.to_version}: already complete, nothing to do")
         console.print(f"rollout {status.from_version} -> {status.to_version}: {status.state}, "
                       f"{status.backfilled}/{status.total} points at {status.target_version}")
         if backfill and status.state in ACTIVE and embedder is not None:

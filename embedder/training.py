@@ -21,7 +21,8 @@ Objectives (METHODS.md has the math):
 | bct | telescope BCTLoss: new-new + influence loss against ``old_model`` (no extra dims) |
 
 ``bt2`` and ``bct`` start from ``independent_model`` (else ``base``) and write ``compatible_with`` (the old model's
-``id:version`` and its dim, the comparable prefix) into the manifest.
+``id:version`` and its dim, the comparable prefix) into the manifest. A bt2 model's pairs always hold its
+(last layer, full dim), the wider ``[b ; a]`` vector, even when the rest are copied from the start model.
 
 Data files (TSV, optionally .gz; a header row is recognised by its column names):
 pairs ``anchor/sentence1, positive/sentence2``; triplets ``anchor, positive, negative/hard_negative``;
@@ -317,11 +318,17 @@ def load_base(config: TrainConfig):
 def model_pairs(config: TrainConfig, model, base_manifest: ModelManifest | None) -> list[tuple[int, int]]:
     from telescope.embedder.losses.layers import check_pairs, num_layers
 
+    depth, full = num_layers(model), int(model.get_embedding_dimension())
     if config.pairs:
-        return check_pairs(config.pairs, model)
-    if base_manifest and base_manifest.pairs:
-        return check_pairs(base_manifest.pairs, model)
-    return nested_pairs(num_layers(model), int(model.get_embedding_dimension()))
+        pairs = check_pairs(config.pairs, model)
+    elif base_manifest and base_manifest.pairs:
+        pairs = check_pairs(base_manifest.pairs, model)
+    else:
+        pairs = nested_pairs(depth, full)
+    if config.objective == "bt2" and (depth, full) not in pairs:
+        # BT2Loss trains the whole [b ; a] vector, wider than the start model whose manifest gave the pairs
+        pairs.append((depth, full))
+    return pairs
 
 
 def load_compat_models(config: TrainConfig) -> dict[str, Any]:

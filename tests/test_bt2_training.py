@@ -169,6 +169,8 @@ def test_train_cli_bt2_writes_compatible_with_and_a_wider_model(tmp_path, tiny_m
     manifest = json.loads((out / "telescope.json").read_text())
     assert manifest["compatible_with"] == {"model_id": "tiny-bert:1", "prefix_dim": 48}
     assert manifest["full_dim"] == 64 + 12 and manifest["objective"] == "bt2"
+    # the tiny independent model's pairs end at (4, 64); the BT^2 model's full vector is a trained pair too
+    assert manifest["pairs"] == [[1, 8], [2, 16], [3, 32], [4, 64], [4, 76]]
     assert "BT2Loss" in manifest["training"]["loss"] and manifest["training"]["loss_config"]["align_new_weight"] == 1.0
     embedder = load_embedder(out)
     assert embedder.full_dim == 76 and embedder.manifest.compatible_with.prefix_dim == 48
