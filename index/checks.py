@@ -18,15 +18,40 @@ from telescope.index.plan import Plan
 # Vector lengths the collection can normalise in float32: the squares of the values sum to no more than 1e38
 # (float32 holds 3.4e38) and to at least 1e-38 (not all of them round to zero).
 MIN_LENGTH, MAX_LENGTH = 1e-19, 1e19
+# The longest vectors a collection holds: beyond every embedding model's width, short of sizes that no row fits.
+MAX_DIM = 65536
 
 
-def check_vectors(vectors: np.ndarray, n: int, dim: int) -> np.ndarray:
-    """``vectors`` as float32 of shape (n, dim), finite and non-zero."""
+def check_dim(dim: object) -> int:
+    """A collection's ``dim``: an integer in 1..``MAX_DIM`` (not a bool)."""
+    if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= MAX_DIM:
+        raise ValueError(f"dim: expected an integer in 1..{MAX_DIM}, got {dim!r}")
+    return dim
+
+
+def check_vectors(vectors: np.ndarray, n: int, dim: int, prefix: int) -> np.ndarray:
+    """``vectors`` as unit-length float32 rows of shape (n, dim): finite, non-zero, and so are their first
+    ``prefix`` values, which stage one searches after normalising them again in float32
+    (``stage_one.prefix_normalize``): their length must be at least ``MIN_LENGTH`` of the vector's, the bound
+    ``check_queries`` sets for a query's. Such a vector could never be found."""
     vectors = np.asarray(vectors, dtype=np.float32)
     if vectors.ndim != 2 or vectors.shape != (n, dim):
         raise ValueError(f"vectors: expected shape ({n}, {dim}), got {tuple(vectors.shape)}")
     check_finite_nonzero(vectors, "vectors")
-    return vectors
+    unit = vectors / np.linalg.norm(vectors.astype(np.float64), axis=1, keepdims=True)  # float32 squares under/overflow
+    prefix = min(prefix, dim)
+    shortest = np.sqrt(np.einsum("ij,ij->i", unit[:, :prefix], unit[:, :prefix]))
+    if (shortest < MIN_LENGTH).any():
+        i = int(np.flatnonzero(shortest < MIN_LENGTH)[0])
+        if not vectors[i, :prefix].any():
+            raise ValueError(
+                f"vectors[{i}]: expected a non-zero first {prefix} values (stage one searches them), got all zeros"
+            )
+        raise ValueError(
+            f"vectors[{i}][:{prefix}]: expected a length (L2 norm) of at least {MIN_LENGTH:g} of the vector's "
+            f"(stage one normalises them in float32), got {shortest[i]:g}"
+        )
+    return unit.astype(np.float32)
 
 
 def check_queries(queries: np.ndarray, plan: Plan, dim: int) -> np.ndarray:

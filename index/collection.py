@@ -13,7 +13,9 @@ A write is acknowledged when its WAL record is fsynced. ``commit()`` writes new 
 manifest (atomic rename), then starts a new WAL: a crash at any point leaves the last manifest readable, and its
 WAL replays every acknowledged write after it. Files no manifest names are debris of a cut commit and removed.
 
-One process writes a collection at a time (an flock on ``LOCK``); any number may open it read-only.
+One process writes a collection at a time (an flock on ``LOCK``); any number may open it read-only. A commit
+removes the files of the generation before it: a read-only open that finds them gone reads the new manifest and
+loads that (up to ``OPEN_TRIES`` times), and ``catch_up`` finds its WAL gone and says so (open again).
 
 **Several model versions, several lengths.** During a model rollout a collection holds vectors of an old model
 and of a new, longer one whose first coordinates are comparable with the old (BT^2: ``[b ; a]``). The
@@ -42,6 +44,7 @@ import pyarrow.parquet as pq
 
 from telescope.index.autoplan import PlanChoice, candidate_plans, recall_at_k, without_self
 from telescope.index.checks import (
+    check_dim,
     check_ids,
     check_payloads,
     check_properties,
@@ -59,6 +62,7 @@ from telescope.index.wal import WriteAheadLog, read_records
 
 FORMAT = 1
 MANIFEST = "manifest.json"
+OPEN_TRIES = 5  # a read-only open reads the manifest again after a commit removed the files it named
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,13 @@ class Hit:
     score: float
     payload: dict
     model_version: str
+
+
+def _read_manifest(path: Path) -> dict:
+    manifest = json.loads((path / MANIFEST).read_text())
+    if manifest.get("format") != FORMAT:
+        raise ValueError(f"{path / MANIFEST}: expected format {FORMAT}, got {manifest.get('format')!r}")
+    return manifest
 
 
 class Collection:
@@ -115,8 +126,7 @@ class Collection:
         (which model embeds queries, for example); the index does not interpret it.
         """
         path = Path(path)
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"dim: expected an integer >= 1, got {dim!r}")
+        check_dim(dim)
         if (path / MANIFEST).exists():
             raise FileExistsError(f"collection: {str(path)!r} already holds a collection")
         plan = Plan.of(default_plan) if default_plan is not None else Plan.exact(dim)
@@ -160,10 +170,19 @@ class Collection:
             except BlockingIOError:
                 os.close(lock_fd)
                 raise RuntimeError(f"collection: {str(path)!r} is open for writing by another process") from None
-        manifest = json.loads((path / MANIFEST).read_text())
-        if manifest.get("format") != FORMAT:
-            raise ValueError(f"{path / MANIFEST}: expected format {FORMAT}, got {manifest.get('format')!r}")
-        return cls(path, manifest, read_only, lock_fd)
+        manifest = _read_manifest(path)
+        for tries in range(1, OPEN_TRIES + 1):
+            try:
+                return cls(path, manifest, read_only, lock_fd)
+            except (OSError, RuntimeError):  # a file gone (FAISS says so with a RuntimeError)
+                if not read_only or (latest := _read_manifest(path)) == manifest:
+                    raise  # no commit removed it: a damaged collection
+                if tries == OPEN_TRIES:
+                    raise RuntimeError(
+                        f"collection: {str(path)!r} changed on disk at each of {OPEN_TRIES} tries to open it "
+                        "read-only (its writer committed while the files were loading); open it again"
+                    ) from None
+                manifest = latest
 
     def close(self) -> None:
         with self._lock:
@@ -278,7 +297,8 @@ class Collection:
         """Insert or replace points; returns how many were written, once the write is durable (WAL fsync).
 
         Vectors are normalised to unit length. They have the collection's dim, or the valid length of
-        ``model_version`` when ``version_dims`` records a shorter one. A batch must not repeat an id.
+        ``model_version`` when ``version_dims`` records a shorter one, and a non-zero stage-one prefix (their
+        first ``stage_one.dim`` values: stage one searches them). A batch must not repeat an id.
         ``if_version`` writes only the ids whose live point was stored with that model version (the others are
         skipped, atomically with the write): a backfill never overwrites a point written meanwhile.
         """
@@ -286,12 +306,10 @@ class Collection:
         if if_version is not None:
             check_text(if_version, "if_version")
         ids = check_ids(ids)
-        vectors = check_vectors(vectors, len(ids), self.version_dim(model_version))
+        vectors = check_vectors(vectors, len(ids), self.version_dim(model_version), self._manifest["stage_one"]["dim"])
         payload_texts = check_payloads(payloads, len(ids))
         if not ids:
             return 0
-        norms = np.linalg.norm(vectors.astype(np.float64), axis=1, keepdims=True)  # float32 squares under/overflow
-        vectors = (vectors / norms).astype(np.float32)
         if vectors.shape[1] < self.dim:  # an older, shorter model version: stored zero-padded
             vectors = np.pad(vectors, ((0, 0), (0, self.dim - vectors.shape[1])))
         with self._lock:
@@ -472,7 +490,7 @@ class Collection:
         """Scores and row numbers (-1 pads when fewer matching rows than k): the search without the payloads."""
         plan = Plan.of(plan) if plan is not None else self.default_plan
         plan.check_dim(self.dim)
-        plan = plan.for_k(plan.k if k is None else k)
+        plan = self.version_plan(plan.for_k(plan.k if k is None else k), model_version)
         queries = check_queries(queries, plan, self.dim)
         with self._lock:
             alive = self._row_mask(where, model_version)
@@ -574,6 +592,11 @@ class Collection:
         """The valid length of ``version``'s vectors: its ``version_dims`` entry, else the collection's dim."""
         return int(self._manifest.get("version_dims", {}).get(version, self.dim))
 
+    def version_plan(self, plan: Plan, model_version: str | None) -> Plan:
+        """``plan`` for a search of ``model_version``'s vectors only (None: every version's): cut to their length,
+        so an older model's query (as short as its vectors) searches them during a rollout."""
+        return plan if model_version is None else plan.within(self.version_dim(model_version))
+
     def ids(self, *, model_version: str | None = None, other_than: str | None = None, limit: int | None = None) -> list[str]:
         """Live ids in storage order: all, those stored with ``model_version``, or those with any other version
         than ``other_than``; at most ``limit``."""
@@ -602,9 +625,7 @@ class Collection:
             properties = check_properties(properties)
         with self._lock:
             self._writable()
-            new_dim = self.dim if dim is None else dim
-            if isinstance(new_dim, bool) or not isinstance(new_dim, int) or new_dim < 1:
-                raise ValueError(f"dim: expected an integer >= 1, got {dim!r}")
+            new_dim = self.dim if dim is None else check_dim(dim)
             plan = Plan.of(default_plan) if default_plan is not None else self.default_plan
             plan.check_dim(new_dim)
             r = self._rows
@@ -642,10 +663,15 @@ class Collection:
                 deleted=None,
                 version_dims={v: n for v, n in lengths.items() if n < new_dim},
             )
+            before = (self._manifest, self.dim, self._rows, dict(self._stage_ones), self._committed_rows)
             self._manifest, self.dim, self._rows = manifest, new_dim, rows
             self._stage_ones.clear()
             self._committed_rows = 0
-            self.commit(compact=False)
+            try:
+                self.commit(compact=False)
+            except BaseException:  # the disk holds the old dim still: so does memory (later writes replay at it)
+                self._manifest, self.dim, self._rows, self._stage_ones, self._committed_rows = before
+                raise
 
     def set_default_plan(self, plan: Plan | str) -> None:
         """Make ``plan`` the collection's default (written to the manifest atomically)."""

@@ -36,11 +36,12 @@ def read_records(path: Path, start: int = 0, limit: int | None = None) -> tuple[
     """The good records of a log from byte offset ``start`` (a record boundary), at most ``limit`` of them, and
     the byte offset where they end."""
     records, end = [], start
-    if not path.exists():
+    try:
+        with open(path, "rb") as f:
+            f.seek(start)
+            data = f.read()
+    except FileNotFoundError:  # none yet, or a commit removed it (a read-only copy reading behind its writer)
         return records, end
-    with open(path, "rb") as f:
-        f.seek(start)
-        data = f.read()
     end = 0
     while end + HEADER.size <= len(data) and (limit is None or len(records) < limit):
         magic, length, crc = HEADER.unpack_from(data, end)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -16,6 +18,8 @@ import pytest
 
 from index_helpers import nested_vectors, vector_for
 from telescope.index import Collection
+from telescope.index.files import write_json
+from telescope.index.stage_one import StageOne
 
 HERE = Path(__file__).parent
 
@@ -233,3 +237,130 @@ def test_a_read_only_copy_catches_up_with_its_writer(tmp_path):
     with pytest.raises(RuntimeError, match="read-only copies"):
         writer.catch_up(writer.state_key)
     writer.close()
+
+
+def _writer_with_a_stage_one_file(path: Path) -> Collection:
+    writer = Collection.create(path, 8, stage_one="HNSW8")  # segments, deleted rows and a stage-one file
+    writer.upsert([f"p{i}" for i in range(20)], nested_vectors(20, 8))
+    writer.commit()
+    writer.delete(["p0"])
+    writer.commit()
+    return writer
+
+
+@pytest.mark.parametrize("hook", ["_load", "stage one read"])
+def test_a_read_only_open_follows_a_commit_that_removed_its_files(tmp_path, monkeypatch, hook):
+    """A copy that read a manifest whose files a commit then removed (before loading them) reads the new
+    manifest and loads that state; when the writer commits at every try, the open gives up with a clear error."""
+    writer = _writer_with_a_stage_one_file(tmp_path / "c")
+    v = nested_vectors(10, 8, seed=3)
+    commits_left = [2]
+    owner, name = (Collection, "_load") if hook == "_load" else (StageOne, "read")
+    real = getattr(owner, name)
+
+    def commit_first(*args, **kwargs):
+        if commits_left[0] > 0:  # the writer commits between the copy's manifest read and this load
+            commits_left[0] -= 1
+            n = commits_left[0] % len(v)
+            writer.upsert([f"q{n}"], v[n : n + 1])
+            writer.commit(compact=True)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, commit_first)
+    copy = Collection.open(tmp_path / "c", read_only=True)
+    assert copy.state_key == writer.state_key and sorted(copy.ids()) == sorted(writer.ids())
+    assert copy.search(v[1], k=1)[0][0].id == "q1"
+    commits_left[0] = 100
+    with pytest.raises(RuntimeError, match=r"changed on disk at each of 5 tries to open it read-only"):
+        Collection.open(tmp_path / "c", read_only=True)
+    writer.close()
+
+
+def test_read_only_opens_never_fail_while_a_writer_compacts(tmp_path, monkeypatch):
+    """A writer thread compacting in a loop (each commit removes the previous generation's files) while this
+    thread opens read-only copies: every open succeeds. Every other load waits for the writer's next commit
+    between the manifest read and the loads, where a real race lands once in a while."""
+    writer = _writer_with_a_stage_one_file(tmp_path / "c")
+    v = nested_vectors(1, 8, seed=3)
+    committed, stop = threading.Condition(), threading.Event()
+
+    def write():
+        for i in itertools.count():
+            if stop.is_set():
+                return
+            writer.upsert([f"w{i % 50}"], v)
+            writer.commit(compact=True)
+            with committed:
+                committed.notify_all()
+
+    real_load, loads = Collection._load, itertools.count()
+
+    def load_after_a_commit(self):
+        if next(loads) % 2 == 0:
+            with committed:
+                committed.wait(timeout=5)
+        real_load(self)
+
+    monkeypatch.setattr(Collection, "_load", load_after_a_commit)
+    thread = threading.Thread(target=write)
+    thread.start()
+    try:
+        for _ in range(10):
+            copy = Collection.open(tmp_path / "c", read_only=True)
+            assert len(copy) >= 19 and copy.generation > 2
+    finally:
+        stop.set()
+        thread.join()
+    writer.close()
+
+
+def test_catch_up_after_its_wal_was_removed_says_false(tmp_path, monkeypatch):
+    """The writer commits (removing the copy's WAL) while the copy catches up: not an error, but False (the
+    replica then opens the collection again)."""
+    writer = Collection.create(tmp_path / "c", 8)
+    writer.upsert(["a"], nested_vectors(1, 8))
+    copy = Collection.open(tmp_path / "c", read_only=True)
+    writer.upsert(["b"], nested_vectors(1, 8, seed=1))
+    key = writer.state_key
+
+    def open_after_a_commit(file, *args, **kwargs):  # the commit lands after the copy found its WAL there
+        if str(file).endswith(".log") and writer.state_key == key:
+            writer.commit()
+        return open(file, *args, **kwargs)
+
+    monkeypatch.setattr("telescope.index.wal.open", open_after_a_commit, raising=False)
+    assert not copy.catch_up(key)
+    monkeypatch.undo()
+    assert Collection.open(tmp_path / "c", read_only=True).state_key == writer.state_key
+    writer.close()
+
+
+def test_a_failed_reconfigure_leaves_memory_as_the_disk(tmp_path, monkeypatch):
+    """``reconfigure(dim=...)`` whose second commit fails keeps the old dim in memory as on disk: later writes
+    go to the WAL at the old width and replay after a crash; a reconfigure after it works."""
+    v = nested_vectors(21, 8)
+    c = Collection.create(tmp_path / "c", 8)
+    c.upsert([f"p{i}" for i in range(20)], v[:20])
+    manifests = []
+
+    def fail_the_second_manifest(path, data):
+        manifests.append(data)
+        if len(manifests) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write_json(path, data)
+
+    monkeypatch.setattr("telescope.index.collection.write_json", fail_the_second_manifest)
+    with pytest.raises(OSError):
+        c.reconfigure(dim=12)
+    monkeypatch.undo()
+    assert c.dim == 8 and c.info()["dim"] == 8 and c.info()["segments"] == 1 and c.info()["version_dims"] == {}
+    c.upsert(["late"], v[20:])
+    assert c.search(v[20], k=1)[0][0].id == "late"
+    c._wal.close()
+    os.close(c._lock_fd)  # the process dies here
+    c = Collection.open(tmp_path / "c")
+    assert c.dim == 8 and len(c) == 21
+    np.testing.assert_allclose(c.get(["late"])[0].vector, v[20] / np.linalg.norm(v[20]), atol=1e-6)
+    c.reconfigure(dim=12)
+    assert c.dim == 12 and len(c) == 21 and c.get(["late"])[0].vector.shape == (8,)
+    c.close()

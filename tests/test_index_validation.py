@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -42,6 +44,12 @@ def _tiny_prefix():
     return v
 
 
+def _zero_prefix():
+    v = nested_vectors(3, D)
+    v[2, :4] = 0  # the stage-one prefix (the plan's first 4 dims): it can never be found there
+    return v
+
+
 def _payloads():
     yield {"n": 4}
 
@@ -54,6 +62,8 @@ def _payloads():
         (lambda c: c.upsert(["x", "y"], _nan()), ValueError, r"vectors\[1\]: expected finite values, got nan"),
         (lambda c: c.upsert(["x"], _inf()), ValueError, r"vectors\[0\]: expected finite values, got inf"),
         (lambda c: c.upsert(["x"], np.zeros((1, D))), ValueError, r"vectors\[0\]: expected a non-zero vector"),
+        (lambda c: c.upsert(["x", "y", "z"], _zero_prefix()), ValueError, r"vectors\[2\]: expected a non-zero first 4 values \(stage one searches them\), got all zeros"),
+        (lambda c: c.reconfigure(dim=2**31 - 1), ValueError, r"dim: expected an integer in 1\.\.65536, got 2147483647"),
         (lambda c: c.upsert(["x", "y", "x"], nested_vectors(3, D)), ValueError, r"ids: expected unique ids in one batch, got 'x' at positions 0 and 2"),
         (lambda c: c.upsert(["x", ""], nested_vectors(2, D)), ValueError, r"ids\[1\]: expected a non-empty string, got ''"),
         (lambda c: c.upsert(["x", 7], nested_vectors(2, D)), ValueError, r"ids\[1\]: expected a non-empty string, got 7"),
@@ -107,7 +117,7 @@ def test_create_refuses_an_existing_collection_and_bad_config(tmp_path):
     Collection.create(tmp_path / "c", D).close()
     with pytest.raises(FileExistsError, match="already holds a collection"):
         Collection.create(tmp_path / "c", D)
-    with pytest.raises(ValueError, match="dim: expected an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"dim: expected an integer in 1\.\.65536, got 0"):
         Collection.create(tmp_path / "d", 0)
     with pytest.raises(ValueError, match="stage_one.factory: expected a FAISS index-factory string, got 'Nope'"):
         Collection.create(tmp_path / "e", D, stage_one="Nope")
@@ -138,6 +148,26 @@ def test_tiny_and_huge_vectors_are_stored_unit_length(tmp_path, scale):
     c.upsert(["x"], (v / np.abs(v).max() * scale).astype(np.float32))
     np.testing.assert_allclose(c.get(["x"])[0].vector, v[0] / np.linalg.norm(v[0]), atol=1e-6)
     assert c.search(v, k=1)[0][0].score == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("dim", [2**31 - 1, 65537, True, 8.0, "8"])
+def test_create_refuses_an_absurd_dim(tmp_path, dim):
+    with pytest.raises(ValueError, match=rf"dim: expected an integer in 1\.\.65536, got {re.escape(repr(dim))}"):
+        Collection.create(tmp_path / "c", dim)
+    assert not (tmp_path / "c").exists()
+
+
+def test_vectors_with_a_tiny_stage_one_prefix_are_refused(tmp_path):
+    """A prefix that float32 cannot normalise (its squares round to zero) is refused as a zero one is; the same
+    bound as a query's stage-one prefix (``check_queries``), relative to the stored unit vector."""
+    c = Collection.create(tmp_path / "c", D, stage_one_dim=4)
+    v = nested_vectors(1, D)
+    v[0, :4] = 1e-25
+    with pytest.raises(ValueError, match=r"vectors\[0\]\[:4\]: expected a length \(L2 norm\) of at least 1e-19 of the vector's \(stage one normalises them in float32\), got \d\.\d+e-25"):
+        c.upsert(["x"], v)
+    v[0, :4] = 1e-6
+    c.upsert(["x"], v)
+    assert c.search(v, k=1)[0][0].id == "x"
 
 
 @pytest.mark.parametrize(

@@ -75,6 +75,15 @@ def test_mixed_search_scores_old_points_on_their_prefix_and_merges(tmp_path):
     assert [len(r) for r in c.search(q[:2], k=5, where={"i": 55})] == [1, 1]
 
 
+def test_a_search_of_the_old_version_takes_an_old_length_query_under_a_longer_plan(tmp_path):
+    c, old, _ = mixed(tmp_path)  # default plan 12:10; the old model's queries are 8 long, as its vectors
+    q = nested_vectors(3, 8, seed=9)
+    hits = c.search(q, k=5, model_version=OLD)
+    assert all(len(row) == 5 and {h.model_version for h in row} == {OLD} for row in hits)
+    with pytest.raises(ValueError, match=r"queries: expected shape \(n, d\) with 12 <= d <= 12, got \(3, 8\)"):
+        c.search(q, k=5)  # every version's vectors: the plan's length
+
+
 def test_plan_within_a_shorter_length():
     plan = Plan.of([(4, 200), (8, 50), (12, 10)])
     assert str(plan.within(8)) == "4:200,8:10"
