@@ -72,7 +72,7 @@ def build(
     from telescope.index import Collection
     from telescope.pipelines.build import BuildOptions, check_options, run_build
     from telescope.pipelines.checks import Policies, check_source
-    from telescope.pipelines.ingest import LocalEncoder
+    from telescope.pipelines.ingest import LocalEncoder, text_dim
     from telescope.pipelines.sources import SourceSpec
 
     metadata = None if metadata_columns is None else tuple(c.strip() for c in metadata_columns.split(",") if c.strip())
@@ -110,7 +110,7 @@ def build(
         c = Collection.create(collection, dim or full_dim, properties=props, vector_dtype=vector_dtype)
     with c:
         embedder = load_embedder(model_ref) if embedder is None else embedder
-        options = dataclasses.replace(options, dim=dim or c.dim)
+        options = dataclasses.replace(options, dim=dim or text_dim(c, embedder))  # rollouts: the version's own dim
         layer_, dim_ = embedder.check_point(options.layer, options.dim)
         if engine is Engine.ray:
             from telescope.pipelines.ray_engine import RayEncoder

@@ -2,7 +2,7 @@
 
 Thin: telescope.pipelines.rollout holds the states and checks, telescope.pipelines.backfill the backfill.
 Rerunning the command resumes a cut backfill (after it completed: says so, exit 0); ``--abort`` rolls back (and
-backfills with the old model).
+backfills with the old model; rerun it likewise).
 """
 
 from __future__ import annotations
@@ -39,7 +39,10 @@ def rollout(
         raise ValueError(f"--model/--abort: expected exactly one of them, got model={model!r} abort={abort}")
     with Collection.open(path) as collection:
         if abort:
+            before = rollout_status(collection)
             status = abort_rollout(collection)
+            if before is not None and before.state == "aborted":
+                console.print(f"rollout {status.from_version} -> {status.to_version}: already aborted, nothing to do")
             embedder = load_embedder(status.from_model) if status.state in ACTIVE else None
         else:
             embedder = load_embedder(model)

@@ -1,7 +1,9 @@
 """Lazy backfill: re-embed a collection's points stored by another model version, while it keeps answering.
 
 ``backfill(collection, embedder)`` finds the live points whose model version is not ``embedder``'s, reads each
-one's text from its payload (``text_field``), embeds it and writes it back under the new version, batch by batch.
+one's text from its payload (``text_field``), embeds it and writes it back under the new version, batch by batch,
+at that version's length in the collection (the model's full dim, or its prefix in a collection shorter than the
+model); points another version writes meanwhile are taken in a next pass.
 Each write is ``upsert(..., if_version=<the version it read>)``: a point written meanwhile (by an ingest with
 the new model, or deleted) is left alone, atomically. Every batch is durable when its upsert returns, and the
 collection itself is the progress record (the points still of another version are what is left), so a killed
@@ -53,41 +55,44 @@ def backfill(
     if rate is not None and not rate > 0:
         raise ValueError(f"rate: expected points per second > 0 (or none for no limit), got {rate!r}")
     target = embedder.manifest.tag
-    if collection.version_dim(target) != embedder.full_dim:
+    dim = collection.version_dim(target)  # the model's full dim, or a prefix of it (a collection shorter than it)
+    if dim > embedder.full_dim:
         raise ValueError(
-            f"model: expected vectors of {collection.version_dim(target)} dims for {target!r} in "
-            f"{str(collection.path)!r}, the model gives {embedder.full_dim}"
+            f"model: expected vectors of at least {dim} dims for {target!r} in {str(collection.path)!r}, "
+            f"the model gives {embedder.full_dim}"
         )
     report = BackfillReport()
     began = time.perf_counter()
     todo = collection.ids(other_than=target)
     with progress_bar("backfill", total=len(todo), unit="points", enabled=show_progress) as advance:
-        for start in range(0, len(todo), batch_size):
-            if stop is not None and stop.is_set():
-                report.stopped = True
-                break
-            points = [(i, p) for i, p in zip(todo[start : start + batch_size], collection.get(todo[start : start + batch_size])) if p]
-            report.skipped += min(batch_size, len(todo) - start) - len(points)
-            by_version: dict[str, list[tuple[str, dict]]] = {}
-            for point_id, point in points:
-                if point.model_version != target:
-                    by_version.setdefault(point.model_version, []).append((point_id, point.payload))
-            for version, group in by_version.items():
-                texts = [_text_of(point_id, payload, text_field) for point_id, payload in group]
-                vectors = embedder.encode(texts, batch_size=batch_size)
-                written = collection.upsert(
-                    [i for i, _ in group], vectors, [p for _, p in group], model_version=target, if_version=version
-                )
-                report.written += written
-                report.skipped += len(group) - written
-            report.batches += 1
-            advance(min(batch_size, len(todo) - start))
-            if on_batch is not None:
-                on_batch(report)
-            if rate is not None:
-                ahead = (report.written + report.skipped) / rate - (time.perf_counter() - began)
-                if ahead > 0:
-                    (stop.wait if stop is not None else time.sleep)(ahead)
+        while todo:  # a point another version wrote meanwhile is in the next pass
+            for start in range(0, len(todo), batch_size):
+                if stop is not None and stop.is_set():
+                    report.stopped = True
+                    break
+                points = [(i, p) for i, p in zip(todo[start : start + batch_size], collection.get(todo[start : start + batch_size])) if p]
+                report.skipped += min(batch_size, len(todo) - start) - len(points)
+                by_version: dict[str, list[tuple[str, dict]]] = {}
+                for point_id, point in points:
+                    if point.model_version != target:
+                        by_version.setdefault(point.model_version, []).append((point_id, point.payload))
+                for version, group in by_version.items():
+                    texts = [_text_of(point_id, payload, text_field) for point_id, payload in group]
+                    vectors = embedder.encode(texts, dim=dim, batch_size=batch_size)
+                    written = collection.upsert(
+                        [i for i, _ in group], vectors, [p for _, p in group], model_version=target, if_version=version
+                    )
+                    report.written += written
+                    report.skipped += len(group) - written
+                report.batches += 1
+                advance(min(batch_size, len(todo) - start))
+                if on_batch is not None:
+                    on_batch(report)
+                if rate is not None:
+                    ahead = (report.written + report.skipped) / rate - (time.perf_counter() - began)
+                    if ahead > 0:
+                        (stop.wait if stop is not None else time.sleep)(ahead)
+            todo = [] if report.stopped else collection.ids(other_than=target)
     if report.written:
         collection.commit()
     report.remaining = len(collection.ids(other_than=target))

@@ -46,7 +46,7 @@ from telescope.embedder.progress import progress_bar
 from telescope.index import Collection
 from telescope.pipelines.checks import Policies, SourceCheck
 from telescope.pipelines.chunking import check_chunking, chunk_id, chunk_texts
-from telescope.pipelines.ingest import POINTS_SCHEMA, Encoder, ingest_windows, points_table
+from telescope.pipelines.ingest import POINTS_SCHEMA, Encoder, ingest_windows, points_table, text_dim
 from telescope.pipelines.shards import ShardWriter
 from telescope.pipelines.sources import ID, TEXT, SourceSpec, jsonable, stream
 from telescope.pipelines.state import JobState
@@ -174,8 +174,9 @@ def run_build(
     """Stream the checked source into ``collection``; see the module docstring. Returns the run's summary."""
     start = time.perf_counter()
     layer, dim = check_options(embedder, options)
-    if dim != collection.dim:
-        raise ValueError(f"--dim: the collection holds {collection.dim}-dim vectors, got {dim}")
+    stored = text_dim(collection, embedder)  # the collection's dim, or the old model's own during an aborting rollout
+    if dim != stored:
+        raise ValueError(f"--dim: the collection holds {stored}-dim vectors of {embedder.manifest.tag!r}, got {dim}")
     report = BuildReport(engine=engine, unreadable_files=list(check.unreadable))
     if check.unreadable:
         report.skipped["unreadable_file"] = len(check.unreadable)

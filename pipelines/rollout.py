@@ -166,9 +166,14 @@ def start_rollout(collection: Collection, new: Embedder, location: str) -> Rollo
 
 
 def abort_rollout(collection: Collection) -> RolloutStatus:
-    """Serve the old model again; ``run_backfill`` with the old model then re-embeds the new version's points."""
+    """Serve the old model again; ``run_backfill`` with the old model then re-embeds the new version's points.
+
+    Rerunning it once the rollback is done changes nothing and returns its ``aborted`` status (a retried script
+    succeeds)."""
     props = collection.properties
     record = props.get(KEY)
+    if record is not None and record["state"] == "aborted":
+        return rollout_status(collection)
     if record is None or record["state"] not in ("backfilling", "complete", "aborting"):
         state = "none" if record is None else record["state"]
         raise ValueError(f"--abort: expected a rollout backfilling or complete on {collection.path.name!r}, got {state}")

@@ -129,6 +129,7 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
         plan = plan.for_k(k)
         where = filter_dict(request.filter, f"{at}filter")
         version = request.model_version or None
+        plan = collection.version_plan(plan, version)
         text = vector = embedder = None
         if kind == "text":
             text = request.text

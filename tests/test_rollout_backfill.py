@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -166,6 +167,62 @@ def test_abort_rolls_back_to_the_old_model_and_dim(tmp_path, tiny_embedder, tiny
     assert reopened.dim == 64 and reopened.properties["rollout"]["state"] == "aborted"
 
 
+def test_aborting_a_collection_shorter_than_its_model_backfills_at_its_dim(tmp_path, tiny_embedder, tiny_model_path,
+                                                                           new_model_path):
+    """A collection holding the old model's 32-dim prefixes (shorter than the model): the abort re-embeds at 32."""
+    short_path = tmp_path / "bt2-32"
+    shutil.copytree(new_model_path, short_path)
+    manifest = ModelManifest.load(short_path)
+    manifest.id, manifest.compatible_with = "tiny-bt2-32", CompatibleWith("tiny-bert:1", 32)
+    manifest.save(short_path)
+    new = load_embedder(short_path)
+    c = Collection.create(tmp_path / "c", 32, properties={"model": str(tiny_model_path), "model_version": "tiny-bert:1"})
+    ingest(c, tiny_embedder, [f"d{i}" for i in range(len(TEXTS))], TEXTS, [{"text": t} for t in TEXTS], show_progress=False)
+    assert start_rollout(c, new, str(short_path)).prefix_dim == 32 and c.dim == 80
+    stop = threading.Event()
+    backfill(c, new, batch_size=4, stop=stop, show_progress=False, on_batch=lambda r: stop.set() if r.batches >= 2 else None)
+    assert abort_rollout(c).backfilled == 32
+    run_backfill(c, tiny_embedder, show_progress=False)
+    assert rollout_status(c).state == "aborted" and c.dim == 32 and c.info()["model_versions"] == {"tiny-bert:1": 40}
+    points = c.get([f"d{i}" for i in range(len(TEXTS))])
+    np.testing.assert_allclose(np.stack([p.vector for p in points]), tiny_embedder.encode(TEXTS, dim=32), atol=1e-5)
+    c.close()
+
+
+def test_index_build_while_aborting_embeds_with_the_old_model_at_its_dim(tmp_path, tiny_embedder, tiny_model_path,
+                                                                         new_embedder, new_model_path, capsys):
+    c = make_collection(tmp_path / "c", tiny_embedder, tiny_model_path)
+    start_rollout(c, new_embedder, str(new_model_path))
+    run_backfill(c, new_embedder, show_progress=False)
+    abort_rollout(c)  # 40 points of the new model (80 dims) left to re-embed; the old model gives 64
+    c.close()
+    source = tmp_path / "more.jsonl"
+    source.write_text("".join(json.dumps({"id": f"m{i}", "text": f"more about {w}"}) + "\n" for i, w in enumerate(QUERIES)))
+    code, out, err = _run_cli(["index", "build", str(tmp_path / "c"), "--source", str(source), "--no-progress"], capsys)
+    assert code == 0, err
+    with Collection.open(tmp_path / "c") as c:
+        assert c.get(["m0"])[0].model_version == "tiny-bert:1" and len(c.get(["m0"])[0].vector) == 64
+        run_backfill(c, tiny_embedder, show_progress=False)
+        assert rollout_status(c).state == "aborted" and c.dim == 64 and c.info()["model_versions"] == {"tiny-bert:1": 45}
+
+
+def test_points_written_by_the_old_version_during_a_backfill_are_backfilled_too(tmp_path, tiny_embedder,
+                                                                                tiny_model_path, new_embedder,
+                                                                                new_model_path):
+    """A client still upserting old-model vectors while the backfill runs: the backfill ends with none left."""
+    c = make_collection(tmp_path / "c", tiny_embedder, tiny_model_path)
+    start_rollout(c, new_embedder, str(new_model_path))
+
+    def late_write(report):
+        if report.batches == 1:
+            c.upsert(["late"], tiny_embedder.encode(["a late document"]), [{"text": "a late document"}], model_version="tiny-bert:1")
+
+    report = run_backfill(c, new_embedder, batch_size=8, show_progress=False, on_batch=late_write)
+    assert report.remaining == 0 and report.written == 41
+    assert rollout_status(c).state == "complete" and c.info()["model_versions"] == {"tiny-bt2:1": 41}
+    c.close()
+
+
 def test_second_rollout_and_missing_text_are_refused(tmp_path, tiny_embedder, tiny_model_path, new_embedder, new_model_path):
     c = Collection.create(tmp_path / "c", 64, properties={"model": str(tiny_model_path), "model_version": "tiny-bert:1"})
     c.upsert(["a", "b"], tiny_embedder.encode(["x", "y"]), [{"text": "x"}, {"body": "y"}], model_version="tiny-bert:1")
@@ -208,3 +265,17 @@ def test_rerunning_a_completed_rollout_says_so_and_exits_0(tmp_path, tiny_embedd
     code, out, err = run_cli(argv, capsys)  # a retry script reruns the same command: idempotent
     assert code == 0, err
     assert "already complete" in err and json.loads(out[out.index("{"):])["state"] == "complete"
+
+
+def test_rerunning_an_abort_that_completed_says_so_and_exits_0(tmp_path, tiny_embedder, tiny_model_path, new_model_path,
+                                                               capsys):
+    make_collection(tmp_path / "c", tiny_embedder, tiny_model_path).close()
+    assert run_cli(["rollout", str(tmp_path / "c"), "--model", str(new_model_path), "--no-backfill"], capsys)[0] == 0
+    argv = ["rollout", str(tmp_path / "c"), "--abort"]
+    assert run_cli(argv, capsys)[0] == 0
+    code, out, err = run_cli(argv, capsys)  # a retry script reruns the same command: idempotent
+    assert code == 0, err
+    assert "already aborted" in err and json.loads(out[out.index("{"):])["state"] == "aborted"
+    make_collection(tmp_path / "d", tiny_embedder, tiny_model_path).close()
+    code, _, err = run_cli(["rollout", str(tmp_path / "d"), "--abort"], capsys)  # never rolled out: nothing to abort
+    assert code == 2 and "--abort: expected a rollout backfilling or complete on 'd', got none" in err

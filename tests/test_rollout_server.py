@@ -42,6 +42,21 @@ def test_get_shows_rollout_progress_and_hits_their_model_version(tmp_path, tiny_
         assert client.get_collection("docs").model_versions == {"tiny-bt2:1": 40}
 
 
+def test_a_text_search_of_the_old_version_while_backfilling(tmp_path, tiny_embedder, tiny_model_path,
+                                                           new_embedder, new_model_path):  # noqa: F811
+    """The old model's query (64 dims) under the collection's plan at the new model's 80: cut to the old length."""
+    data = tmp_path / "data"
+    c = make_collection(data / "docs", tiny_embedder, tiny_model_path)
+    start_rollout(c, new_embedder, str(new_model_path))
+    c.close()
+    with running_server(data, tiny_model_path, load=False) as server, Client(server.target) as client:
+        server.state.registry.backfill_rate, server.state.registry.backfill_batch_size = 0.5, 1  # 80 s for 40 points
+        server.load()
+        for query in ({"text": QUERIES[0]}, {"vector": tiny_embedder.encode(QUERIES[:1])[0]}):
+            result = client.search("docs", k=5, model_version="tiny-bert:1", **query)
+            assert len(result.hits) == 5 and {h.model_version for h in result.hits} == {"tiny-bert:1"}
+
+
 def test_collections_without_a_rollout_have_none(tmp_path, tiny_embedder, tiny_model_path):
     make_collection(tmp_path / "data" / "plain", tiny_embedder, tiny_model_path).close()
     with running_server(tmp_path / "data", tiny_model_path) as server, Client(server.target) as client:
