@@ -11,7 +11,9 @@ working on the text dims (a stage on 64 dims searches text only), text-only quer
 alone, and the collection can hold fused and plain-text vectors of the same text model on the shared prefix.
 The tail comes last and is re-ranked at full dim: score = cos(a_q)cos(a_d) <t_q, t_d> + sin(a_q)sin(a_d) <tail_q,
 tail_d>. P is a bias-free two-layer MLP, so absent fields (all missing) give a zero tail, and the fused vector is then
-exactly the text vector (re-normalised to unit length). The angle a is fixed (pi/4: text and fields weigh the same) or learned per tower.
+exactly the text vector (re-normalised to unit length; at a = pi/2 it is zero). The angle a is fixed (pi/4: text and fields
+weigh the same) or learned per tower, as a = pi/2 * sigmoid(w) so that training keeps it in [0, pi/2] (cos(a) >= 0: the text
+part never changes sign).
 
 A tower without text (the user tower of two-tower retrieval) predicts its text part from its fields
 (``head_from_fields``): a query into the text space of the items' titles.
@@ -37,6 +39,17 @@ from telescope.embedder.unified import Bags, CategoricalEmbedding, from_config
 FUSED_FILE = "fused.json"
 TOWER_FILE = "tower.safetensors"
 OBJECTIVE = "unified"
+LEARNED_MIX = "parametrizations.mix.original"  # the state key of a learned angle's free parameter w
+
+
+class QuarterTurn(nn.Module):
+    """The learned mix angle a = pi/2 * sigmoid(w): always in [0, pi/2], whatever value w takes."""
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return (math.pi / 2) * torch.sigmoid(w)
+
+    def right_inverse(self, angle: torch.Tensor) -> torch.Tensor:
+        return torch.logit(angle / (math.pi / 2), eps=1e-6)
 
 
 class FusedTower(nn.Module):
@@ -84,6 +97,8 @@ class FusedTower(nn.Module):
         )
         angle = torch.tensor(float(mix))
         self.mix = nn.Parameter(angle) if self.learn_mix else nn.Buffer(angle)
+        if self.learn_mix:
+            nn.utils.parametrize.register_parametrization(self, "mix", QuarterTurn())
 
     @property
     def dim(self) -> int:
@@ -99,7 +114,8 @@ class FusedTower(nn.Module):
                 raise ValueError(f"text: expected text vectors of shape ({x.shape[0]}, {self.text_dim}), got {got}")
             head = F.normalize(text.float(), dim=-1)
         tail = F.normalize(self.tail(x), dim=-1)  # a zero tail (no fields present) stays zero
-        fused = torch.cat([torch.cos(self.mix) * head, torch.sin(self.mix) * tail], dim=-1)
+        # clamp: in float32 cos(pi/2) is -4e-8, which would turn a fields-free vector into minus its text vector
+        fused = torch.cat([torch.cos(self.mix).clamp(min=0.0) * head, torch.sin(self.mix) * tail], dim=-1)
         return F.normalize(fused, dim=-1)  # a no-op unless the tail is zero: then the vector is the text vector
 
     def config(self) -> dict:
@@ -109,7 +125,7 @@ class FusedTower(nn.Module):
             "tail_dim": self.tail_dim,
             "head_from_fields": self.head_from_fields,
             "hidden": self.hidden,
-            "mix": float(self.mix.detach()),
+            "mix": min(float(self.mix.detach()), math.pi / 2),  # float32 pi/2 is above the float64 bound
             "learn_mix": self.learn_mix,
         }
 
@@ -201,6 +217,8 @@ def load_fused(folder: str | Path, embedder=None) -> FusedModel:
     categorical = load_categorical(folder)
     tower = FusedTower(categorical, **{k: v for k, v in meta["tower"].items()})
     state = load_file(str(folder / TOWER_FILE))
+    if tower.learn_mix and "mix" in state:  # saved before the learned angle was bounded: the angle itself
+        state[LEARNED_MIX] = tower.parametrizations.mix[0].right_inverse(state.pop("mix"))
     state.update({f"categorical.{k}": v for k, v in categorical.state_dict().items()})
     tower.load_state_dict(state)
     return FusedModel(embedder, tower, meta["id"], meta["version"], meta.get("training"))

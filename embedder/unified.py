@@ -109,7 +109,7 @@ def canonical_token(feature: str, value: object) -> str | None:
 def bag_tokens(spec: FeatureSpec, value: object) -> Counter:
     """Token -> count for one example's value of ``spec`` (one token at most for a single-valued feature)."""
     if spec.multi:
-        if value is None or (isinstance(value, float) and math.isnan(value)):
+        if value is None or (isinstance(value, (float, np.floating)) and math.isnan(value)) or (isinstance(value, str) and not value):
             items: Sequence = ()
         elif isinstance(value, str):
             if spec.sep is None:
@@ -315,7 +315,7 @@ class UnifiedEmbedding(CategoricalEmbedding):
     @classmethod
     def for_budget(cls, features: Sequence[FeatureSpec], chunk_dim: int, budget_bytes: int, num_tables: int = 1, seed: int = 0) -> "UnifiedEmbedding":
         """The largest tables that fit ``budget_bytes``."""
-        rows = int(budget_bytes) // (num_tables * chunk_dim * BYTES_PER_PARAM)
+        rows = int(budget_bytes) // (_check_positive("num_tables", num_tables) * _check_positive("chunk_dim", chunk_dim) * BYTES_PER_PARAM)
         if rows < 1:
             raise ValueError(f"budget_bytes: {budget_bytes} is below one row per table ({num_tables * chunk_dim * BYTES_PER_PARAM} bytes)")
         return cls(features, chunk_dim, rows, num_tables, seed)

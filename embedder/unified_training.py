@@ -190,8 +190,9 @@ def train_unified(
 
     The table (the CLI reads JSONL, CSV/TSV or Parquet with telescope.pipelines.sources) has text columns
     ``anchor`` and ``positive``; a field whose metadata column is ``c`` is read from ``anchor_c`` and
-    ``positive_c`` (a side without the column has the field missing). One symmetric tower embeds both sides;
-    negatives are the other positives of the batch. ``source`` names the data in the saved training record.
+    ``positive_c`` (a side without the column has the field missing; a field with neither column is refused). One
+    symmetric tower embeds both sides; negatives are the other positives of the batch. ``source`` names the data in
+    the saved training record.
     """
     from telescope.embedder.model import load_embedder
 
@@ -200,6 +201,11 @@ def train_unified(
         if column not in table.column_names:
             raise ValueError(f"{column}: expected a text column named {column!r}, got columns {table.column_names}")
     features = list(features)
+    for f in features:  # a misspelt field would train as always missing, then read a real column when serving
+        if f"anchor_{f.source}" not in table.column_names and f"positive_{f.source}" not in table.column_names:
+            raise ValueError(
+                f"field {f.name!r}: expected a column anchor_{f.source} or positive_{f.source}, got columns {table.column_names}"
+            )
     sides = {}
     for side in ("anchor", "positive"):
         payloads = [{} for _ in range(table.num_rows)]

@@ -42,3 +42,15 @@ def test_train_objective_unified_writes_a_fused_model(tmp_path, tiny_model_path,
     assert np.isfinite(vectors).all()
     code, _, err = run([*args[:-2], "--tail-dim", "8", "--field", "x:bogus"], capsys)
     assert code == 2 and "field" in err
+
+
+def test_a_field_with_no_column_on_either_side_is_refused(tmp_path, tiny_model_path, capsys):
+    # A misspelt field would otherwise train as always missing, then read a real column at serving time.
+    data = tmp_path / "pairs.jsonl"
+    rows = [{"anchor": f"q {i}", "positive": f"d {i}", "anchor_lang": "en", "positive_genres": "a|b"} for i in range(4)]
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    args = ["train", "--objective", "unified", "--data", str(data), "--out", str(tmp_path / "m"), "--base", str(tiny_model_path),
+            "--field", "lang", "--field", "genre:multi:sep=|", "--epochs", "1"]
+    code, _, err = run(args, capsys)
+    assert code == 2 and not (tmp_path / "m").exists()
+    assert "'genre'" in err and "anchor_genre" in err and "positive_genres" in err

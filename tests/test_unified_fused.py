@@ -109,3 +109,52 @@ def test_train_unified_saves_a_loadable_model(tiny_model_path, tmp_path):
     np.testing.assert_array_equal(loaded.encode(TEXTS, PAYLOADS), model.encode(TEXTS, PAYLOADS))
     with pytest.raises(ValueError, match="anchor_"):
         train_unified(table.drop(["anchor_lang"]), tmp_path / "n", FIELDS, text_model=str(tiny_model_path), epochs=1)
+
+
+def _anti_text_training(text_dim: int) -> FusedTower:
+    # The positive's text is minus the query's: the text term rewards cos(a) < 0, pushing a learned angle past pi/2.
+    g = torch.Generator().manual_seed(0)
+    n = 32
+    categorical = UnifiedEmbedding(FIELDS, chunk_dim=4, rows=16)
+    query = FusedTower(categorical, ["lang"], text_dim, 4, learn_mix=True)
+    doc = FusedTower(categorical, ["lang"], text_dim, 4)
+    text = torch.randn(n, text_dim, generator=g)
+    bags = {"lang": categorical.lookup("lang", ["en"] * n)}
+    pairs = np.stack([np.arange(n), np.arange(n)], axis=1)
+    train_towers(query, doc, TowerInputs(text, bags), TowerInputs(-text, bags), pairs, epochs=5, batch_size=8, lr=0.1)
+    return query
+
+
+def test_learned_mix_stays_a_valid_angle_and_the_model_reloads(tiny_embedder, tmp_path):
+    tower = _anti_text_training(tiny_embedder.full_dim)
+    angle = float(tower.mix.detach())
+    assert 0.0 <= angle <= math.pi / 2
+    model = FusedModel(tiny_embedder, tower)
+    fused = model.encode(TEXTS, PAYLOADS)
+    d = tiny_embedder.full_dim
+    assert (np.sum(fused[:, :d] * tiny_embedder.encode(TEXTS), axis=1) >= 0).all()  # the text part keeps its sign
+    loaded = load_fused(model.save(tmp_path / "m"))
+    np.testing.assert_array_equal(loaded.encode(TEXTS, PAYLOADS), fused)
+
+
+def test_a_learned_mix_saved_as_a_plain_angle_still_loads(tiny_embedder, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    categorical = UnifiedEmbedding(FIELDS, chunk_dim=4, rows=64, seed=1)
+    model = FusedModel(tiny_embedder, FusedTower(categorical, ["lang", "tags"], tiny_embedder.full_dim, 8, mix=0.6, learn_mix=True))
+    folder = model.save(tmp_path / "m")
+    state = {k: v for k, v in load_file(str(folder / "tower.safetensors")).items() if "mix" not in k}
+    save_file({**state, "mix": torch.tensor(0.6)}, str(folder / "tower.safetensors"))  # the layout before the bound
+    loaded = load_fused(folder)
+    assert float(loaded.tower.mix.detach()) == pytest.approx(0.6, abs=1e-6)
+    np.testing.assert_allclose(loaded.encode(TEXTS, PAYLOADS), model.encode(TEXTS, PAYLOADS), atol=1e-6)
+
+
+def test_mix_of_a_quarter_turn_never_flips_the_text_and_reloads(tiny_embedder, tmp_path):
+    categorical = UnifiedEmbedding(FIELDS, chunk_dim=4, rows=64, seed=1)
+    model = FusedModel(tiny_embedder, FusedTower(categorical, ["lang", "tags"], tiny_embedder.full_dim, 8, mix=math.pi / 2))
+    d = tiny_embedder.full_dim
+    fused = model.encode(TEXTS[:2], None)  # no fields: float32 cos(pi/2) < 0 must not give minus the text vector
+    assert (np.sum(fused[:, :d] * tiny_embedder.encode(TEXTS[:2]), axis=1) >= 0).all()
+    loaded = load_fused(model.save(tmp_path / "m"))
+    np.testing.assert_array_equal(loaded.encode(TEXTS, PAYLOADS), model.encode(TEXTS, PAYLOADS))

@@ -173,3 +173,15 @@ def test_gradients_reach_only_the_rows_looked_up():
     m({"id": ["a"]}).sum().backward()
     touched = torch.count_nonzero(m.tables[0].grad.abs().sum(dim=1))
     assert 1 <= touched <= 2 and not math.isnan(float(m.tables[0].grad.sum()))
+
+
+def test_empty_string_and_float32_nan_are_missing_for_a_multi_feature_without_sep():
+    m = UnifiedEmbedding([FeatureSpec("tags", multi=True)], chunk_dim=2, rows=10)
+    assert torch.count_nonzero(m({"tags": ["", np.float32("nan")]})) == 0
+
+
+def test_budget_with_bad_tables_or_chunk_dim_names_the_argument():
+    with pytest.raises(ValueError, match="num_tables: expected an integer >= 1, got 0"):
+        UnifiedEmbedding.for_budget(SPECS, chunk_dim=4, budget_bytes=10_000, num_tables=0)
+    with pytest.raises(ValueError, match="chunk_dim: expected an integer >= 1, got 0"):
+        UnifiedEmbedding.for_budget(SPECS, chunk_dim=0, budget_bytes=10_000)
