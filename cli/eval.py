@@ -72,6 +72,8 @@ def beir(
 
     if repeats < 1:
         raise ValueError(f"--repeats: expected an integer >= 1, got {repeats}")
+    if crosscheck_sample < 0:
+        raise ValueError(f"--crosscheck-sample: expected an integer >= 0 (0: the whole corpus), got {crosscheck_sample}")
     report, paths = run_beir(
         data, out, split=split, model=model, query_model=query_model, doc_model=doc_model, grid=grid, plans=plans,
         stage_one=stage_one, repeats=repeats, crosscheck=crosscheck, crosscheck_sample=crosscheck_sample or None,

@@ -8,7 +8,8 @@ index's own reference ranking), then nDCG@10 (graded), Recall@100 and MRR@10 by 
 Plans: the documents' vectors at each model's last layer, on the shared prefix ``P``, are upserted into a real
 ``Collection`` (in a temporary directory, with the stage-one index asked for); each plan is run through
 ``Collection.search_rows``: the same three metrics from its results, plus recall@10 against exact search on the
-full ``P`` dims of the same collection and the latency of the batch (``telescope.eval.plans.measure_plans``).
+full ``P`` dims (a Flat collection of the same vectors, exact even when the stage one asked for is approximate
+at ``P``) and the latency of the batch (``telescope.eval.plans.measure_plans``).
 The default plans are Matryoshka adaptive retrieval (Kusupati et al., 2022): a shortlist of 200 on each shorter
 nested dim re-ranked at ``P``, and the paper's funnel.
 
@@ -120,7 +121,8 @@ def _evaluate_plans(
     repeats: int,
     model_version: str,
 ) -> list[dict]:
-    """The exact baseline and every plan, each through a collection whose stage one is built on its first dim."""
+    """The exact baseline (a Flat collection: exact search) and every plan, each through a collection whose stage one
+    is built on its first dim; each plan's recall@10 is against the baseline's results."""
     dim, k = doc_vectors.shape[1], 10
     exact = Plan.exact(dim, k)
     by_first_dim: dict[int, list[int]] = {}
@@ -128,15 +130,23 @@ def _evaluate_plans(
         by_first_dim.setdefault(plan.stages[0].dim, []).append(i)
     rows: list[dict | None] = [None] * (len(plans) + 1)  # the exact baseline, then the plans in the order given
     with tempfile.TemporaryDirectory(prefix="telescope-eval-") as tmp:
-        for first_dim, indices in sorted(by_first_dim.items()):
-            with Collection.create(f"{tmp}/c{first_dim}", dim, stage_one=stage_one, stage_one_dim=first_dim) as c:
-                c.upsert(data.doc_ids, doc_vectors, model_version=model_version)
-                c.commit()
-                baseline, measured = measure_plans(c, query_vectors, [plans[i] for i in indices], k=k, repeats=repeats)
-                if rows[0] is None:
-                    rows[0] = {"exact": True, **_plan_quality(c, data, query_vectors, exact), **baseline.to_dict()}
-                for i, m in zip(indices, measured):
-                    rows[i + 1] = {"exact": False, **_plan_quality(c, data, query_vectors, plans[i]), **m.to_dict()}
+
+        def collection(name: str, factory: str, first_dim: int) -> Collection:
+            c = Collection.create(f"{tmp}/{name}", dim, stage_one=factory, stage_one_dim=first_dim)
+            c.upsert(data.doc_ids, doc_vectors, model_version=model_version)
+            c.commit()
+            return c
+
+        with collection("exact", "Flat", dim) as reference:
+            for first_dim, indices in sorted(by_first_dim.items()):
+                with collection(f"c{first_dim}", stage_one, first_dim) as c:
+                    baseline, measured = measure_plans(
+                        c, query_vectors, [plans[i] for i in indices], k=k, repeats=repeats, reference=reference
+                    )
+                    if rows[0] is None:
+                        rows[0] = {"exact": True, **_plan_quality(reference, data, query_vectors, exact), **baseline.to_dict()}
+                    for i, m in zip(indices, measured):
+                        rows[i + 1] = {"exact": False, **_plan_quality(c, data, query_vectors, plans[i]), **m.to_dict()}
     return [row for row in rows if row is not None]
 
 

@@ -1,9 +1,10 @@
 """The on-disk cache of embeddings for evaluation, so that re-running a grid or a plan never re-encodes.
 
 A cached entry is one layer's full-dim unit vectors of one list of texts, keyed by the model hash (weights and
-config, ``Embedder.model_hash``) and the data hash (sha256 of the texts, in order)::
+config, ``Embedder.model_hash``; ``-int8`` added for the ``onnx-int8`` backend, whose vectors differ) and the data
+hash (sha256 of the texts, in order)::
 
-    <root>/<model_hash>/<texts_hash>-L<layer>.npy
+    <root>/<model_hash>[-int8]/<texts_hash>-L<layer>.npy
 
 Every (layer, dim) point is cut from its layer's entry: ``normalize(normalize(x)[:d]) = normalize(x[:d])``,
 so one entry per layer serves every dim. Missing layers are encoded together in one forward pass
@@ -35,12 +36,18 @@ def texts_hash(texts: Sequence[str]) -> str:
     return digest.hexdigest()[:16]
 
 
+def model_key(embedder: Embedder) -> str:
+    """What the vectors depend on besides the texts: the weights' hash, and ``int8`` for the quantised backend (the
+    torch and ONNX fp32 backends give the same vectors)."""
+    return embedder.model_hash + ("-int8" if embedder.backend == "onnx-int8" else "")
+
+
 class EmbeddingCache:
     """``EmbeddingCache(root)`` caches on disk; ``EmbeddingCache(None)`` only in memory, for its own lifetime."""
 
     def __init__(self, root: str | Path | None = DEFAULT_CACHE):
         self.root = Path(root) if root is not None else None
-        self._memory: dict[tuple[str, str, int], np.ndarray] = {}  # (model hash, texts hash, layer) -> vectors
+        self._memory: dict[tuple[str, str, int], np.ndarray] = {}  # (model key, texts hash, layer) -> vectors
         self.hits = 0  # layer entries read from disk
         self.misses = 0  # layer entries encoded
 
@@ -70,8 +77,8 @@ class EmbeddingCache:
         missing = []
         data = texts_hash(texts)
         for layer in layers:
-            if (embedder.model_hash, data, layer) in self._memory:
-                out[layer] = self._memory[(embedder.model_hash, data, layer)]
+            if (model_key(embedder), data, layer) in self._memory:
+                out[layer] = self._memory[(model_key(embedder), data, layer)]
                 self.hits += 1
                 continue
             path = self._path(embedder, data, layer)
@@ -90,7 +97,7 @@ class EmbeddingCache:
                 out[layer] = encoded[(layer, embedder.full_dim)].astype(np.float32, copy=False)
                 self.misses += 1
                 if self.root is None:
-                    self._memory[(embedder.model_hash, data, layer)] = out[layer]
+                    self._memory[(model_key(embedder), data, layer)] = out[layer]
                 path = self._path(embedder, data, layer)
                 if path is not None:
                     _write_atomic(path, lambda f, v=out[layer]: np.save(f, v))
@@ -99,7 +106,7 @@ class EmbeddingCache:
     def _path(self, embedder: Embedder, data: str, layer: int) -> Path | None:
         if self.root is None:
             return None
-        return self.root / embedder.model_hash / f"{data}-L{layer}.npy"
+        return self.root / model_key(embedder) / f"{data}-L{layer}.npy"
 
 
 def _write_atomic(path: Path, write) -> None:

@@ -59,11 +59,16 @@ def measure_plans(
     k: int = 10,
     repeats: int = 3,
     batch: int | None = None,
+    reference: Collection | None = None,
 ) -> tuple[PlanMeasure, list[PlanMeasure]]:
-    """The exact full-dim baseline and each plan, measured on the same queries in one run."""
+    """The exact full-dim baseline and each plan, measured on the same queries in one run.
+
+    ``reference``: where the baseline runs (default: ``collection``), a collection of the same vectors in the same
+    order whose stage one is exact at the full dim; needed when ``collection``'s stage one is an approximate index
+    (HNSW, PQ, IVF) at its full dim, since exact search through it is then that approximate index."""
     exact = Plan.exact(collection.dim, k)
     batch = batch or len(queries)
-    exact_s, truth = time_search(collection, queries, k, exact, repeats, batch)
+    exact_s, truth = time_search(reference or collection, queries, k, exact, repeats, batch)
     n = len(collection)
 
     def measure(plan: Plan, seconds: float, rows: np.ndarray) -> PlanMeasure:

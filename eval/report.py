@@ -75,6 +75,7 @@ def model_info(embedder: Embedder) -> dict:
         "version": m.version,
         "tag": m.tag,
         "hash": embedder.model_hash,
+        "backend": embedder.backend,  # onnx-int8 gives other vectors than the fp32 backends
         "path": str(embedder.path),
         "num_layers": embedder.num_layers,
         "full_dim": embedder.full_dim,

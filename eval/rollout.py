@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -229,7 +230,8 @@ def main(argv: list[str] | None = None) -> None:
         report = {
             "kind": "rollout",
             "dataset": name,
-            "command": command_line(argv if argv is not None else None),
+            # as it is run (this file alone is no command), with the arguments main was given
+            "command": command_line(["python", "-m", "telescope.eval.rollout", *(sys.argv[1:] if argv is None else argv)]),
             "started_utc": started,
             "wall_seconds": round(time.perf_counter() - began, 1),
             **environment(),

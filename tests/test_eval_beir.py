@@ -142,3 +142,21 @@ def test_without_disk_cache_a_run_encodes_each_layer_once(tiny_embedder, beir_di
     evaluate_beir(tiny_embedder, data, [(4, 64)], plans=[], cache=cache)
     st_information_retrieval(tiny_embedder, data, cache, sample=4)  # the reference reuses the run's vectors
     assert (cache.misses, cache.hits) == (2, 1) and not list(tmp_path.iterdir())
+
+
+def test_plan_recall_is_against_exact_search_when_stage_one_is_approximate_at_the_full_dim(tiny_embedder, beir_dir):
+    # PQ4x4 at the full 64 dims: the plan 64:10 searches the quantised index, the baseline must still be exact
+    data = read_beir(beir_dir)
+    result = evaluate_beir(tiny_embedder, data, [(4, 64)], plans=["64:10"], stage_one="PQ4x4", repeats=1)
+    exact, plan = result.plans
+    assert exact["exact"] and not plan["exact"]
+    for metric in ("ndcg@10", "mrr@10", "recall@100"):
+        assert exact[metric] == pytest.approx(result.grid[(4, 64)][metric], abs=1e-6)
+    assert plan["ndcg@10"] != pytest.approx(exact["ndcg@10"])  # the quantised search ranks otherwise ...
+    assert plan["recall_at_k"] < 1.0  # ... so it does not find all of exact search's top 10
+
+
+def test_cli_negative_crosscheck_sample_exits_2_naming_the_option(tiny_model_path, beir_dir, tmp_path, capsys):
+    code, _, err = run_cli(["eval", "beir", "--model", str(tiny_model_path), "--data", str(beir_dir), "--out",
+                            str(tmp_path), "--plans", "none", "--crosscheck", "--crosscheck-sample", "-1"], capsys)
+    assert code == 2 and "--crosscheck-sample: expected an integer >= 0 (0: the whole corpus), got -1" in " ".join(err.split())

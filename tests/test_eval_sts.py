@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -65,6 +66,23 @@ def test_cache_serves_a_rerun_without_encoding(tiny_embedder, sts_file, tmp_path
     assert len(files) == 2 and all(f.endswith((".npy")) for f in files)
 
 
+def test_cache_keeps_int8_vectors_apart_from_float_vectors(tiny_model_path, tiny_embedder, sts_file, tmp_path):
+    """onnx-int8 (``$TELESCOPE_BACKEND``) encodes other vectors from the same weights: a float run's cache must not
+    serve them (nor the other way round)."""
+    from telescope.embedder import load_embedder
+
+    texts = read_sts(sts_file).sentences1
+    floats = EmbeddingCache(tmp_path / "cache").grid(tiny_embedder, texts, [(4, 64)])[(4, 64)]
+    int8 = load_embedder(tiny_model_path, backend="onnx-int8")
+    cache = EmbeddingCache(tmp_path / "cache")
+    vectors = cache.grid(int8, texts, [(4, 64)])[(4, 64)]
+    assert (cache.hits, cache.misses) == (0, 1)
+    assert np.abs(vectors - int8.encode(texts, 4, 64)).max() < 1e-6
+    assert np.abs(vectors - floats).max() > 1e-4
+    again = EmbeddingCache(tmp_path / "cache")
+    assert np.abs(again.grid(tiny_embedder, texts, [(4, 64)])[(4, 64)] - floats).max() < 1e-6
+    assert (again.hits, again.misses) == (1, 0)  # the float entry, kept
+
 def test_cross_model_embeds_sentence1_by_query_model_and_sentence2_by_doc_model(
     tiny_embedder, sts_file, tmp_path, count_passes
 ):
@@ -92,6 +110,8 @@ def test_cli_writes_json_markdown_and_png(tiny_model_path, sts_file, tmp_path, c
     assert report["command"].startswith("telescope eval sts --model")
     assert report["versions"]["sentence-transformers"] and report["versions"]["torch"]
     assert report["models"]["query"]["id"] == "tiny-bert" and len(report["models"]["query"]["hash"]) == 16
+    # the backend ($TELESCOPE_BACKEND, not in the command) changes the vectors where it is onnx-int8
+    assert report["models"]["query"]["backend"] == os.environ.get("TELESCOPE_BACKEND", "auto")
     assert report["data"]["hash"] == read_sts(sts_file).hash and report["data"]["layout"] == "tsv"
     assert report["wall_s"] > 0 and len(report["grid"]) == 12
     md = (out / "tiny-sts.md").read_text()
@@ -130,3 +150,14 @@ def test_stsb_test_anchors(default_embedder):
     result = evaluate_sts(default_embedder, data, [(6, 384), (3, 64)])
     assert result.scores[(6, 384)] == pytest.approx(82.03, abs=0.05)
     assert result.scores[(3, 64)] == pytest.approx(39.6, abs=0.5)
+
+
+def test_rollout_report_records_a_command_that_reruns_it(tiny_model_path, sts_file, tmp_path):
+    from telescope.eval.rollout import main
+
+    argv = ["--old", str(tiny_model_path), "--independent", str(tiny_model_path), "--base", str(tiny_model_path),
+            "--sts", str(sts_file), "--datasets", "sts", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path)]
+    main(argv)
+    report = json.loads((tmp_path / "rollout-stsb-pairs.json").read_text())
+    assert report["command"] == "python -m telescope.eval.rollout " + " ".join(argv)
+    assert report["rows"][0]["row"] == "old/old" and report["data"]["pairs"] == 24
