@@ -34,6 +34,7 @@ import numpy as np
 from telescope.embedder import Embedder, load_embedder
 from telescope.eval.cache import DEFAULT_CACHE, EmbeddingCache, texts_hash
 from telescope.eval.datasets import read_beir, read_sts
+from telescope.eval.grid import shared_prefix
 from telescope.eval.metrics import ir_metrics, run_from_rows, spearman_x100
 from telescope.eval.report import command_line, environment, model_info
 from telescope.index import Collection, Plan, exact_search, prefix_normalize
@@ -57,14 +58,6 @@ def vectors_of(cache: EmbeddingCache, embedder: Embedder, texts: list[str], base
                 own.parent.mkdir(parents=True, exist_ok=True)
                 np.save(own, reused)
     return cache.layers(embedder, texts, [layer], show_progress=True)[layer]
-
-
-def shared_dim(query: Embedder, doc: Embedder) -> int:
-    for a, b in ((query, doc), (doc, query)):
-        compat = a.manifest.compatible_with
-        if compat is not None and compat.model_id in (b.manifest.tag, b.manifest.id):
-            return compat.prefix_dim
-    return min(query.full_dim, doc.full_dim)
 
 
 def pairs_spec(models: dict[str, Embedder]) -> list[tuple[str, str, str]]:
@@ -94,12 +87,12 @@ def sts_rows(models: dict[str, Embedder], sts_file: Path, cache: EmbeddingCache,
     right = {k: vectors_of(cache, m, data.sentences2, base) for k, m in models.items()}
     rows = []
     for name, q, d in pairs_spec(models):
-        dim = shared_dim(models[q], models[d])
+        dim = shared_prefix(models[q], models[d]).dim
         cosine = np.einsum("ij,ij->i", prefix_normalize(left[q], dim), prefix_normalize(right[d], dim))
         rows.append({"row": name, "query_model": q, "doc_model": d, "dim": dim, "spearman": spearman_x100(cosine, data.scores)})
     if "bt2" in models and "old" in models:
         mask = half_mask(len(data), fraction, seed)
-        p = shared_dim(models["bt2"], models["old"])
+        p = shared_prefix(models["bt2"], models["old"]).dim
         new_new = np.einsum("ij,ij->i", left["bt2"], right["bt2"])
         new_old = np.einsum("ij,ij->i", prefix_normalize(left["bt2"], p), prefix_normalize(right["old"], p))
         cosine = np.where(mask, new_new, new_old)
@@ -115,7 +108,7 @@ def beir_rows(models: dict[str, Embedder], root: Path, cache: EmbeddingCache, fr
     queries = {k: vectors_of(cache, m, data.query_texts, base) for k, m in models.items()}
     rows = []
     for name, q, d in pairs_spec(models):
-        dim = shared_dim(models[q], models[d])
+        dim = shared_prefix(models[q], models[d]).dim
         qv, dv = prefix_normalize(queries[q], dim), prefix_normalize(docs[d], dim)
         found = exact_search(dv, qv, DEPTH)
         scores = np.take_along_axis(qv @ dv.T, found, axis=1)
