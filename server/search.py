@@ -221,10 +221,10 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
         for i, q in enumerate(queries):
             if q.text is not None:
                 by_model.setdefault(id(q.embedder), []).append(i)
-        from telescope.pipelines.ingest import text_dim  # imports torch: not at the top, the replica imports this
-
         spent: dict[int, float] = {}
         for indices in by_model.values():
+            from telescope.pipelines.ingest import text_dim  # imports torch: not at the top, the replica imports this
+
             embedder = queries[indices[0]].embedder
             dim = text_dim(collection, embedder)
             start = time.perf_counter()
