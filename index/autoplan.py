@@ -34,10 +34,13 @@ class PlanChoice:
 
 
 def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
-    """Mean over queries of |found_q ∩ truth_q| / k (rows; -1 entries never match)."""
-    k = truth.shape[1]
-    hits = [len(set(f[f >= 0].tolist()) & set(t.tolist())) for f, t in zip(found, truth)]
-    return float(np.mean(hits) / k)
+    """Mean over queries of |found_q ∩ truth_q| / |truth_q| (rows; -1 entries are no row: a collection of fewer
+    than k points has fewer than k true neighbours, and exact search then scores 1)."""
+    recalls = []
+    for f, t in zip(found, truth):
+        true = set(t[t >= 0].tolist())
+        recalls.append(len(set(f[f >= 0].tolist()) & true) / len(true) if true else 1.0)
+    return float(np.mean(recalls))
 
 
 def candidate_plans(dim: int, k: int, points: int, first_dims: list[int] | None = None) -> dict[int, list[Plan]]:

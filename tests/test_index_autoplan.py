@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from index_helpers import nested_vectors
@@ -55,3 +56,9 @@ def test_tiny_collection_gets_exact_search(tmp_path):
     c = Collection.create(tmp_path / "c", D)
     c.upsert(["a", "b"], nested_vectors(2, D))
     assert c.choose_plan(0.99).plan == Plan.exact(D, 10)
+
+
+def test_recall_counts_the_true_neighbours_a_small_collection_has():
+    truth = np.array([[3, 1, -1, -1], [2, -1, -1, -1]])  # two points, k = 4
+    assert recall_at_k(truth, truth) == 1.0
+    assert recall_at_k(np.array([[3, 7, -1, -1], [5, -1, -1, -1]]), truth) == 0.25
