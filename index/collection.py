@@ -572,8 +572,7 @@ class Collection:
             rng = np.random.default_rng(seed)
             own = rng.choice(live, size=min(sample, len(live)), replace=False)
             queries = self._rows.vectors[own].astype(np.float32)
-            exact = Plan.exact(self.dim, k + 1)
-            truth = without_self(self.search_rows(queries, k + 1, exact)[1], own, k)
+            truth = without_self(self._exact_rows(queries, k + 1), own, k)
             cfg = self._manifest["stage_one"]
             first_dims = None if cfg["factory"] == "Flat" else [cfg["dim"]]
             best: PlanChoice | None = None
@@ -586,7 +585,28 @@ class Collection:
                     if recall >= target:
                         best = PlanChoice(plan, recall, float(target), k, len(own), len(live))
                         break
-            return best or PlanChoice(Plan.exact(self.dim, k), 1.0, float(target), k, len(own), len(live))
+            if best is not None:
+                return best
+            recall = 1.0  # exact search, unless the stage one at the full dim is an index (HNSW, IVF): measured then
+            if cfg["dim"] == self.dim and cfg["factory"] != "Flat":
+                recall = recall_at_k(without_self(self.search_rows(queries, k + 1)[1], own, k), truth)
+            return PlanChoice(Plan.exact(self.dim, k), recall, float(target), k, len(own), len(live))
+
+    def _exact_rows(self, queries: np.ndarray, k: int) -> np.ndarray:
+        """Rows of exact full-dim search, through a Flat stage one even where the configured one (HNSW, IVF) sits at
+        the full dim: there ``Plan.exact`` is that approximate index. The Flat copy lasts this call (under the lock)."""
+        cfg = self._manifest["stage_one"]
+        if cfg["dim"] != self.dim or cfg["factory"] == "Flat":
+            return self.search_rows(queries, k, Plan.exact(self.dim, k))[1]
+        with self._lock:
+            configured = self._stage_ones.pop(self.dim, None)
+            self._stage_ones[self.dim] = StageOne(self.dim)
+            try:
+                return self.search_rows(queries, k, Plan.exact(self.dim, k))[1]
+            finally:
+                del self._stage_ones[self.dim]
+                if configured is not None:
+                    self._stage_ones[self.dim] = configured
 
     def version_dim(self, version: str) -> int:
         """The valid length of ``version``'s vectors: its ``version_dims`` entry, else the collection's dim."""

@@ -31,6 +31,20 @@ def test_chosen_plan_meets_the_target_on_held_back_queries(collection, target):
     assert recall_at_k(rows, exact_search(vectors, held_back, 10)) >= target
 
 
+def test_a_graph_stage_one_at_the_full_dim_is_measured_against_exact_search(tmp_path):
+    """There the exact plan is the graph itself (no plan widens its beam): the truth comes from an exact scan, and
+    the choice, the exact plan, reports the recall the graph gives, not 1."""
+    everything = nested_vectors(3400, D, seed=5)
+    vectors, held_back = everything[:3000], everything[3000:]
+    c = Collection.create(tmp_path / "c", D, stage_one="HNSW4", stage_one_params="efSearch=4")
+    c.upsert([f"p{i}" for i in range(len(vectors))], vectors)
+    choice = c.choose_plan(0.95, k=10, sample=300)
+    _, rows = c.search_rows(held_back, 10, choice.plan)
+    held = recall_at_k(rows, exact_search(vectors, held_back, 10))
+    assert choice.plan == Plan.exact(D, 10) and held < 0.95 and abs(choice.recall - held) < 0.05
+    assert c._stage_one(D).factory == "HNSW4"  # the graph is back after the exact scan
+
+
 def test_higher_targets_never_get_cheaper_plans(collection):
     c = collection[0]
     costs = [c.choose_plan(t, sample=300).plan.flops(len(c)) for t in (0.8, 0.9, 0.99)]
