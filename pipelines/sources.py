@@ -266,6 +266,17 @@ def _text_values(table: pa.Table, column: str, ids: list[str] | None = None) -> 
     return decoded
 
 
+def _check_unique(ids: list[str], id_column: str) -> None:
+    """Each id once: a repeated one would silently replace the earlier row (``index build`` refuses it too)."""
+    if len(set(ids)) == len(ids):
+        return
+    first: dict[str, int] = {}
+    for i, doc in enumerate(ids):
+        if doc in first:
+            raise ValueError(f"{id_column}: rows {first[doc]} and {i}: expected unique ids, got {doc!r} twice")
+        first[doc] = i
+
+
 def texts_from(table: pa.Table, id_column: str = "id", text_column: str = "text") -> tuple[list[str], list[str], list[dict]]:
     """ids, texts and payloads (the text plus every other column) of a source table."""
     for column in (id_column, text_column):
@@ -276,6 +287,7 @@ def texts_from(table: pa.Table, id_column: str = "id", text_column: str = "text"
         if doc is None:
             raise ValueError(f"{id_column}: row {i}: expected an id, got None")
     ids = [str(v) for v in ids]
+    _check_unique(ids, id_column)
     texts = _text_values(table, text_column, ids)
     for i, text in enumerate(texts):
         if not isinstance(text, str) or not text.strip():

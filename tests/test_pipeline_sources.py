@@ -172,6 +172,12 @@ def test_jsonl_values_of_mixed_types_are_read_without_json_quotes(tmp_path):
     assert (ids, texts, payloads[0]) == (["1", "x2"], ["plain words", "5"], {"text": "plain words", "tag": "a"})
 
 
+def test_index_add_refuses_a_repeated_id_naming_the_rows(tmp_path):
+    path = write(tmp_path, "jsonl", [{"id": "a", "text": "x"}, {"id": "b", "text": "y"}, {"id": "a", "text": "z"}])
+    with pytest.raises(ValueError, match=r"id: rows 0 and 2: expected unique ids, got 'a' twice"):
+        texts_from(read_table(path))
+
+
 def test_index_add_refuses_a_null_id_naming_the_row(tmp_path):
     path = write(tmp_path, "jsonl", [{"id": "a", "text": "x"}, {"id": None, "text": "y"}])
     with pytest.raises(ValueError, match=r"id: row 1: expected an id, got None"):
