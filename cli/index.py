@@ -30,10 +30,10 @@ def create(
     """Create an empty collection."""
     from telescope.cli.models import collection_model_properties
     from telescope.index import Collection
+    from telescope.pipelines.ingest import check_collection_dim
 
     props, full_dim = collection_model_properties(model)
-    if dim is not None and dim > full_dim:  # a prefix of the model's vectors, never longer
-        raise ValueError(f"--dim: expected at most {full_dim} (the model's full dim), got {dim}")
+    check_collection_dim(dim, full_dim, "--dim")
     with Collection.create(
         path, dim or full_dim, default_plan=plan, stage_one=stage_one, stage_one_params=stage_one_params, properties=props,
         vector_dtype=vector_dtype,

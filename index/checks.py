@@ -111,15 +111,22 @@ def check_ids(ids: Sequence[str], allow_duplicates: bool = False) -> list[str]:
     except UnicodeEncodeError:
         for i, point_id in enumerate(out):
             check_text(point_id, f"ids[{i}]")
-    if not allow_duplicates and len(set(out)) != len(out):
-        first: dict[str, int] = {}
-        for i, point_id in enumerate(out):
-            if point_id in first:
-                raise ValueError(
-                    f"ids: expected unique ids in one batch, got {point_id!r} at positions {first[point_id]} and {i}"
-                )
-            first[point_id] = i
+    if not allow_duplicates and (repeat := first_repeat(out)) is not None:
+        a, b = repeat
+        raise ValueError(f"ids: expected unique ids in one batch, got {out[b]!r} at positions {a} and {b}")
     return out
+
+
+def first_repeat(values: Sequence[str]) -> tuple[int, int] | None:
+    """Positions (first, again) of the first value that comes again, or None when each comes once."""
+    if len(set(values)) == len(values):
+        return None
+    first: dict[str, int] = {}
+    for i, value in enumerate(values):
+        if value in first:
+            return first[value], i
+        first[value] = i
+    return None
 
 
 def check_payloads(payloads: Sequence[dict] | None, n: int) -> list[str]:

@@ -155,6 +155,12 @@ def ingest(
     return IngestReport(points=points, truncated=embedder.count_truncated(texts))
 
 
+def check_collection_dim(dim: int | None, full_dim: int, field: str = "dim") -> None:
+    """A new collection holds a model's vectors or a prefix of them (nested embeddings), never longer ones."""
+    if dim is not None and dim > full_dim:
+        raise ValueError(f"{field}: expected at most {full_dim} (the model's full dim), got {dim}")
+
+
 def text_dim(collection: Collection, embedder: Embedder) -> int:
     """The dim ``embedder`` embeds texts at for ``collection``: the length of its version's vectors there
     (``version_dim``: a collection may be shorter than its model, whose nested prefixes are embeddings too, as

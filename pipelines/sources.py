@@ -20,6 +20,8 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from telescope.index.checks import first_repeat
+
 FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv", ".txt": "txt",
            ".parquet": "parquet", ".duckdb": "duckdb", ".db": "duckdb", ".gz": None}
 STREAM_FORMATS = ("parquet", "jsonl", "csv", "tsv", "duckdb")
@@ -268,13 +270,9 @@ def _text_values(table: pa.Table, column: str, ids: list[str] | None = None) -> 
 
 def _check_unique(ids: list[str], id_column: str) -> None:
     """Each id once: a repeated one would silently replace the earlier row (``index build`` refuses it too)."""
-    if len(set(ids)) == len(ids):
-        return
-    first: dict[str, int] = {}
-    for i, doc in enumerate(ids):
-        if doc in first:
-            raise ValueError(f"{id_column}: rows {first[doc]} and {i}: expected unique ids, got {doc!r} twice")
-        first[doc] = i
+    if (repeat := first_repeat(ids)) is not None:
+        a, b = repeat
+        raise ValueError(f"{id_column}: rows {a} and {b}: expected unique ids, got {ids[b]!r} twice")
 
 
 def texts_from(table: pa.Table, id_column: str = "id", text_column: str = "text") -> tuple[list[str], list[str], list[dict]]:

@@ -21,6 +21,7 @@ from telescope.embedder import DEFAULT_MODEL, Embedder, load_embedder
 from telescope.embedder.model import model_location
 from telescope.index import Collection
 from telescope.pipelines.backfill import BackgroundBackfill
+from telescope.pipelines.ingest import check_collection_dim
 from telescope.pipelines.rollout import ACTIVE, rollout_status, settle
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -122,8 +123,7 @@ class Registry:
         check_name(name)
         location = model_location(model or self.default_model)
         embedder = self.embedder(location)
-        if dim is not None and dim > embedder.full_dim:  # a prefix of the model's vectors, never longer
-            raise ValueError(f"dim: expected at most {embedder.full_dim} (the model's full dim), got {dim}")
+        check_collection_dim(dim, embedder.full_dim)
         with self._lock:
             path = self.data_dir / name
             if name in self._collections or (path / MANIFEST).exists():
