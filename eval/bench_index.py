@@ -415,7 +415,8 @@ def _hnsw_qps_at(hnsw: list[dict], recall: float, key: str) -> tuple[float | Non
 def targets(scale: dict, recall_target: float = 0.99, speedup_target: float = 10.0) -> dict:
     """Issue 9's targets on one scale: a plan with recall@10 >= 0.99 runs >= 10x faster than exact search, and
     beats full-dim HNSW at equal recall in queries/s and in memory. Judged per batch size. A plan whose recall no
-    measured efSearch reaches is not compared with HNSW (a larger efSearch might reach it): it does not count."""
+    measured efSearch reaches beats HNSW only where it is faster than the most accurate efSearch tried: a larger
+    efSearch, the only way HNSW could reach the plan's recall, searches more of the graph and is slower still."""
     exact = next(p for p in scale["points"] if p["method"] == "exact")
     hnsw = [p for p in scale["points"] if p["method"].startswith("faiss HNSW")]
     plans = [p for p in scale["points"] if p["method"].startswith("telescope") and p["recall_at_10"] >= recall_target]
@@ -424,6 +425,11 @@ def targets(scale: dict, recall_target: float = 0.99, speedup_target: float = 10
         rows = []
         for p in plans:
             hnsw_qps, how = _hnsw_qps_at(hnsw, p["recall_at_10"], key)
+            top = max(hnsw, key=lambda h: h["recall_at_10"]) if hnsw else None
+            dominates = hnsw_qps is None and top is not None and p[key] > top[key]
+            if hnsw_qps is None and top is not None:
+                how = (f"no efSearch tried reaches it; the most accurate, {top['setting']} (recall "
+                       f"{top['recall_at_10']:.3f}), runs {top[key]:,.0f} q/s")
             hnsw_memory = hnsw[0]["memory_bytes"] if hnsw else None
             speedup = p[key] / exact[key]
             rows.append({
@@ -434,7 +440,8 @@ def targets(scale: dict, recall_target: float = 0.99, speedup_target: float = 10
                 "hnsw_how": how,
                 "memory_vs_hnsw": p["memory_bytes"] / hnsw_memory if hnsw_memory else None,
                 "fast": speedup >= speedup_target,
-                "beats_hnsw_qps": hnsw_qps is not None and p[key] > hnsw_qps,
+                "hnsw_compared": top is not None,
+                "beats_hnsw_qps": (hnsw_qps is not None and p[key] > hnsw_qps) or dominates,
                 "beats_hnsw_memory": hnsw_memory is not None and p["memory_bytes"] < hnsw_memory,
             })
         meets = [r for r in rows if r["fast"] and r["beats_hnsw_qps"] and r["beats_hnsw_memory"]]
@@ -470,6 +477,20 @@ def markdown(report: dict) -> str:
         "",
     ]
     return _scales_markdown(report, lines)
+
+
+def _gpu_exact_lines(scale: dict, recall_target: float, batch: int) -> list[str]:
+    """The targets compare with exact search on the CPU; where it also ran on a GPU, the plans against that too."""
+    gpu = next((p for p in scale["points"] if p["method"] == "exact, GPU"), None)
+    plans = [p for p in scale["points"] if p["method"].startswith("telescope") and p["recall_at_10"] >= recall_target]
+    if gpu is None or not plans:
+        return []
+    out = []
+    for key, name in (("qps_batch1", "batch 1"), ("qps_batch", f"batch {batch}")):
+        best = max(plans, key=lambda p: p[key])
+        out.append(f"- {name}, against exact search on the GPU ({gpu[key]:,.0f} q/s): the fastest plan with recall@10 "
+                   f">= {recall_target}, {best['method']} {best['setting']}, runs {best[key] / gpu[key]:.2f}x it")
+    return out
 
 
 def _gpus(report: dict) -> str:
@@ -527,15 +548,16 @@ def _scales_markdown(report: dict, lines: list[str]) -> str:
                 lines.append(f"- {name}: no telescope plan reached recall@10 >= {t['recall_target']} (target not met)")
                 continue
             for r in rows:
-                hnsw = ("no efSearch tried reaches it, not compared" if r["hnsw_qps_at_equal_recall"] is None
+                hnsw = (r["hnsw_how"] if r["hnsw_qps_at_equal_recall"] is None
                         else f"HNSW {r['hnsw_qps_at_equal_recall']:,.0f} q/s at equal recall ({r['hnsw_how']})")
                 lines.append(
                     f"- {name}: {r['plan']}: recall@10 {r['recall_at_10']:.3f}, {r['speedup_vs_exact']:.1f}x exact "
                     f"({'>=' if r['fast'] else '<'} {t['speedup_target']:.0f}x); {hnsw}"
-                    f"{'' if r['hnsw_qps_at_equal_recall'] is None else ': faster' if r['beats_hnsw_qps'] else ': slower'}; "
+                    f"{'' if not r.get('hnsw_compared', True) else ': faster' if r['beats_hnsw_qps'] else ': slower'}; "
                     f"memory {r['memory_vs_hnsw']:.2f}x HNSW's ({'less' if r['beats_hnsw_memory'] else 'more'})"
                 )
             lines.append(f"- {name}: all three targets met by one plan: {'yes' if t[label]['met'] else 'no'}")
+        lines += _gpu_exact_lines(scale, t["recall_target"], report["options"]["batch"])
         lines.append("")
     if report.get("notes"):
         lines += ["## Notes", ""] + [f"- {n}" for n in report["notes"]] + [""]

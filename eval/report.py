@@ -45,6 +45,7 @@ def command_line(argv: list[str] | None = None) -> str:
 
 def environment() -> dict:
     """Package versions and the host the figures were measured on."""
+    import faiss
     import torch
 
     from telescope.index.stage_one import faiss_gpus
@@ -63,6 +64,7 @@ def environment() -> dict:
             "torch_threads": torch.get_num_threads(),
             "cuda": torch.cuda.is_available(),
             "gpu_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "faiss": f"{faiss.__version__} from {Path(faiss.__file__).parent}",  # the one imported, wheel or not
             "faiss_gpus": faiss_gpus(),
         },
     }

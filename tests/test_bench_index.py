@@ -129,18 +129,20 @@ def test_collection_memory_bytes_counts_vectors_and_built_stage_ones(tmp_path):
         assert held["stage_one"][16] > 300 * 16 * 4  # the prefixes plus the graph's links
 
 
+def _judged_point(method: str, setting: str, recall: float, qps: float, memory: int) -> dict:
+    """A measured point as targets() reads it, the same q/s at both batch sizes."""
+    return {"method": method, "setting": setting, "recall_at_10": recall, "qps_batch1": qps, "qps_batch": qps,
+            "memory_bytes": memory}
+
+
 def test_a_plan_beyond_every_measured_hnsw_recall_is_not_counted_as_beating_it():
     from telescope.eval.bench_index import targets
 
-    def point(method, setting, recall, qps, memory):
-        return {"method": method, "setting": setting, "recall_at_10": recall, "qps_batch1": qps, "qps_batch": qps,
-                "memory_bytes": memory}
-
-    scale = {"points": [point("exact", "IndexFlatIP", 1.0, 5, 100),
-                        point("faiss HNSW32, full dim", "efSearch=64", 0.98, 900, 120),
-                        point("faiss HNSW32, full dim", "efSearch=128", 0.99, 500, 120),
-                        point("telescope, compact", "a", 0.995, 60, 80),
-                        point("telescope, compact", "b", 0.99, 600, 80)]}
+    scale = {"points": [_judged_point("exact", "IndexFlatIP", 1.0, 5, 100),
+                        _judged_point("faiss HNSW32, full dim", "efSearch=64", 0.98, 900, 120),
+                        _judged_point("faiss HNSW32, full dim", "efSearch=128", 0.99, 500, 120),
+                        _judged_point("telescope, compact", "a", 0.995, 60, 80),
+                        _judged_point("telescope, compact", "b", 0.99, 600, 80)]}
     judged = targets(scale)["batch1"]
     beyond, within = judged["plans"]
     assert beyond["hnsw_qps_at_equal_recall"] is None and not beyond["beats_hnsw_qps"]
@@ -148,3 +150,19 @@ def test_a_plan_beyond_every_measured_hnsw_recall_is_not_counted_as_beating_it()
     assert judged["met"]  # by plan b alone
     scale["points"].pop()
     assert not targets(scale)["batch1"]["met"]
+
+
+def test_a_plan_beyond_every_measured_hnsw_recall_beats_it_when_faster_than_the_most_accurate():
+    """A larger efSearch is the only way HNSW reaches the plan's recall, and it is slower than every one tried."""
+    from telescope.eval.bench_index import targets
+
+    scale = {"points": [_judged_point("exact", "IndexFlatIP", 1.0, 5, 100),
+                        _judged_point("faiss HNSW32, full dim", "efSearch=64", 0.93, 5000, 120),
+                        _judged_point("faiss HNSW32, full dim", "efSearch=1024", 0.98, 700, 120),
+                        _judged_point("telescope, exact prefix", "64:400,384:10", 1.0, 710, 110),
+                        _judged_point("telescope, exact prefix", "128:800,384:10", 1.0, 690, 110)]}
+    faster, slower = targets(scale)["batch1"]["plans"]
+    assert faster["hnsw_qps_at_equal_recall"] is None and faster["beats_hnsw_qps"] and faster["fast"]
+    assert not slower["beats_hnsw_qps"]
+    assert "the most accurate, efSearch=1024 (recall 0.980), runs 700 q/s" in faster["hnsw_how"]
+    assert targets(scale)["batch1"]["met"]

@@ -109,7 +109,7 @@ def test_each_bt2_term_alone_is_a_loss(tiny_model_path, old_model_path):
     base = MultipleNegativesRankingLoss(model)
     for weights in ((1, 0, 0, 0), (0, 1, 0, 0), (0, 0, 1, 0), (0, 0, 0, 1)):
         value = loss_value(BT2Loss(model, base, old, independent, *weights), model)
-        assert value.item() >= 0 and value.requires_grad
+        assert value.item() >= -1e-6 and value.requires_grad  # a term that starts at zero can round below it
     # the new features start as the independent model's: alignment-new is zero at step 0
     assert loss_value(BT2Loss(model, base, old, independent, 0, 0, 0, 1), model).item() < 1e-5
 
