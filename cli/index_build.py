@@ -137,6 +137,8 @@ def _print_summary(result) -> None:
         ("points upserted", f"{result.points_upserted:,}"),
         ("unchanged (skipped, already indexed)", f"{result.unchanged:,}"),
     ]
+    if result.kept_from_backfill:
+        rows.append(("of which re-embedded by a rollout's backfill", f"{result.kept_from_backfill:,}"))
     rows += [(f"skipped: {reason}", f"{n:,}") for reason, n in sorted(result.skipped.items())]
     rows += [
         ("deleted documents (gone from source)", f"{result.deleted_docs:,}"),

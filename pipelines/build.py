@@ -91,6 +91,7 @@ class BuildReport:
     docs_embedded: int = 0
     points_upserted: int = 0
     unchanged: int = 0
+    kept_from_backfill: int = 0
     deleted_docs: int = 0
     deleted_points: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
@@ -186,6 +187,7 @@ def run_build(
     model_version = embedder.manifest.tag
     truncated_before = embedder.truncated_texts
     state = JobState(state_path(collection, options.job))
+    backfilled = _Backfilled.of(collection, embedder, layer, state, fingerprint)
     shards = ShardWriter(options.parquet_dir, dim, options.shard_rows) if options.parquet_dir else None
     total = min(check.rows, spec.limit) if spec.limit else check.rows
     try:
@@ -203,7 +205,8 @@ def run_build(
                     inflight.checkpoint()
                     last[0] = time.monotonic()
 
-            windows = _windows(con, spec, check, policies, options, embedder, fingerprint, state, inflight, report, advance)
+            windows = _windows(con, spec, check, policies, options, embedder, fingerprint, state, inflight, report,
+                               advance, backfilled)
             report.points_upserted = ingest_windows(
                 collection, windows, encoder, model_version, on_batch=on_batch, upsert_rows=options.upsert_rows
             )
@@ -227,7 +230,41 @@ def run_build(
     return report
 
 
-def _windows(con, spec, check, policies, options, embedder, fingerprint, state, inflight, report, advance):
+class _Backfilled:
+    """A rollout's backfill re-embeds a collection's stored texts with the new model, so a job's first build with
+    that model need not: a document whose content is unchanged since the job hashed it under the setup before
+    (another model, same chunking), and whose points are all stored by this model -- so not by this job under
+    the setup before -- is recorded under the new setup as it is.
+    Only at the model's last layer, the one the backfill embeds at; the dim is the collection's (``run_build``
+    checks it), the one the backfill writes at."""
+
+    def __init__(self, collection: Collection, state: JobState, previous: str, version: str):
+        self.collection, self.state, self.previous, self.version = collection, state, previous, version
+
+    @classmethod
+    def of(cls, collection: Collection, embedder: Embedder, layer: int, state: JobState, fingerprint: str):
+        previous = state.setup(fingerprint)
+        if previous is None or layer != embedder.num_layers:
+            return None
+        other_model = previous.split("|", 2)[:2] != fingerprint.split("|", 2)[:2]
+        same_chunks = previous.rsplit("|", 1)[-1] == fingerprint.rsplit("|", 1)[-1]
+        return cls(collection, state, previous, embedder.manifest.tag) if other_model and same_chunks else None
+
+    def keep(self, ids: list[str], texts: list[str], payloads: list[str], hashes: list[str], changed: dict) -> list[str]:
+        """Record the documents among ``changed`` that the backfill took care of; returns their ids."""
+        rows = [i for i, doc in enumerate(ids) if changed.get(doc)]
+        if not rows:
+            return []
+        same = self.state.matching([ids[i] for i in rows], [content_hash(self.previous, texts[i], payloads[i]) for i in rows])
+        rows = [i for i in rows if ids[i] in same]
+        points = self.collection.get([p for i in rows for p in changed[ids[i]]])
+        current = {p.id for p in points if p is not None and p.model_version == self.version}
+        rows = [i for i in rows if all(p in current for p in changed[ids[i]])]
+        self.state.record([ids[i] for i in rows], [hashes[i] for i in rows], [changed[ids[i]] for i in rows])
+        return [ids[i] for i in rows]
+
+
+def _windows(con, spec, check, policies, options, embedder, fingerprint, state, inflight, report, advance, backfilled):
     """Windows of points to embed, read batch by batch; skipped and unchanged documents advance the bar here."""
     skipped = report.skipped
     seen_duplicates: set[str] = set()
@@ -265,6 +302,11 @@ def _windows(con, spec, check, policies, options, embedder, fingerprint, state, 
             keep_payloads.append(payload_json)
             hashes.append(content_hash(fingerprint, text, payload_json))
         changed = state.changed(keep_ids, hashes) if keep_ids else {}
+        if backfilled is not None and changed:
+            kept = backfilled.keep(keep_ids, keep_texts, keep_payloads, hashes, changed)
+            for doc in kept:
+                del changed[doc]
+            report.kept_from_backfill += len(kept)
         report.unchanged += len(keep_ids) - len(changed)
         advance(n - len(changed))
         if not changed:

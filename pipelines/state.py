@@ -4,6 +4,7 @@ Kept in a DuckDB file next to the collection's files (``<collection>/jobs/<name>
 
     docs(id VARCHAR PRIMARY KEY, hash VARCHAR, points VARCHAR[])
     pending(id VARCHAR, points VARCHAR[])    -- documents noted before their points are written
+    meta(key VARCHAR PRIMARY KEY, value VARCHAR)  -- the setup the hashes are made with, and the one before it
 
 It is what makes a job resumable and incremental with one rule: a document is embedded when its hash differs
 from the recorded one (new documents have none). A document is recorded only after every one of its points is
@@ -38,6 +39,7 @@ class JobState:
         self.con = duckdb.connect(str(self.path))
         self.con.execute("CREATE TABLE IF NOT EXISTS docs (id VARCHAR PRIMARY KEY, hash VARCHAR NOT NULL, points VARCHAR[] NOT NULL)")
         self.con.execute("CREATE TABLE IF NOT EXISTS pending (id VARCHAR, points VARCHAR[] NOT NULL)")
+        self.con.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
         self.con.execute("CREATE TEMP TABLE IF NOT EXISTS seen (id VARCHAR)")
         self._recover()
 
@@ -50,6 +52,31 @@ class JobState:
         )
         self.con.execute("DELETE FROM pending")
         self.con.execute("COMMIT")
+
+    def setup(self, fingerprint: str) -> str | None:
+        """Record the setup this run hashes with; returns the one before it, if it differed (a state written
+        before setups were recorded has none). Until every document is hashed again, some hashes are the old one's."""
+        current = self._meta("setup")
+        if current != fingerprint:
+            self.con.execute("BEGIN")
+            if current is not None:
+                self.con.execute("INSERT OR REPLACE INTO meta VALUES ('previous_setup', ?)", [current])
+            self.con.execute("INSERT OR REPLACE INTO meta VALUES ('setup', ?)", [fingerprint])
+            self.con.execute("COMMIT")
+        previous = self._meta("previous_setup")
+        return previous if previous != fingerprint else None
+
+    def _meta(self, key: str) -> str | None:
+        rows = self.con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchall()
+        return rows[0][0] if rows else None
+
+    def matching(self, ids: list[str], hashes: list[str]) -> set[str]:
+        """The documents among ``ids`` whose recorded hash is the given one."""
+        self.con.register("asked_docs", pa.table({"id": pa.array(ids, pa.string()), "hash": pa.array(hashes, pa.string())}))
+        try:
+            return {r[0] for r in self.con.sql("SELECT a.id FROM asked_docs a JOIN docs d ON d.id = a.id AND d.hash = a.hash").fetchall()}
+        finally:
+            self.con.unregister("asked_docs")
 
     def __len__(self) -> int:
         return int(self.con.sql("SELECT count(*) FROM docs").fetchone()[0])

@@ -85,6 +85,15 @@ def test_build_writes_ids_vectors_metadata_and_shards(tmp_path, tiny_model_path,
     np.testing.assert_allclose(vec, point.vector, atol=1e-6)
 
 
+def test_a_new_layer_re_embeds_every_document(tmp_path, tiny_model_path, tiny_embedder):
+    source = write_jsonl(tmp_path / "docs.jsonl", docs(12))
+    assert build(tmp_path / "c", source, tiny_model_path, "--layer", "2")["docs_embedded"] == 12
+    report = build(tmp_path / "c", source, tiny_model_path)
+    assert (report["docs_embedded"], report["kept_from_backfill"]) == (12, 0)
+    expected = tiny_embedder.encode([docs(12)[3]["text"]])[0]
+    np.testing.assert_allclose(Collection.open(tmp_path / "c", read_only=True).get(["doc3"])[0].vector, expected, atol=1e-5)
+
+
 def test_sql_and_metadata_columns_over_a_jsonl_glob(tmp_path, tiny_model_path):
     rows = [{"key": f"k{i}", "title": f"title {i}", "body": f"body {i}", "lang": "en", "extra": i} for i in range(20)]
     write_jsonl(tmp_path / "part-1.jsonl", rows[:10])

@@ -279,3 +279,45 @@ def test_rerunning_an_abort_that_completed_says_so_and_exits_0(tmp_path, tiny_em
     make_collection(tmp_path / "d", tiny_embedder, tiny_model_path).close()
     code, _, err = run_cli(["rollout", str(tmp_path / "d"), "--abort"], capsys)  # never rolled out: nothing to abort
     assert code == 2 and "--abort: expected a rollout backfilling or complete on 'd', got none" in err
+
+
+def test_index_build_after_a_completed_rollout_embeds_only_new_and_changed_documents(tmp_path, tiny_model_path,
+                                                                                      new_embedder, new_model_path,
+                                                                                      capsys):
+    """The backfill re-embedded every stored document with the new model: the next build does not do it again."""
+    source, report = tmp_path / "docs.jsonl", tmp_path / "report.json"
+
+    def build(rows: list[dict], *extra: str) -> dict:
+        source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        code, _, err = _run_cli(["index", "build", str(tmp_path / "c"), "--source", str(source), "--no-progress",
+                                 "--report", str(report), *extra], capsys)
+        assert code == 0, err
+        return json.loads(report.read_text())
+
+    rows = [{"id": f"d{i}", "text": t} for i, t in enumerate(TEXTS[:12])]
+    assert build(rows, "--model", str(tiny_model_path))["docs_embedded"] == 12
+    code, _, err = _run_cli(["rollout", str(tmp_path / "c"), "--model", str(new_model_path)], capsys)
+    assert code == 0, err
+    rows[0]["text"] = "a rewritten first document"
+    first = build(rows + [{"id": "d12", "text": "a new document"}])
+    assert (first["docs_embedded"], first["unchanged"]) == (2, 11)
+    again = build(rows + [{"id": "d12", "text": "a new document"}])
+    assert (again["docs_embedded"], again["unchanged"]) == (0, 13)
+    with Collection.open(tmp_path / "c", read_only=True) as c:
+        points = c.get(["d0", "d1", "d12"])
+        assert {p.model_version for p in points} == {"tiny-bt2:1"}
+        expected = new_embedder.encode(["a rewritten first document", TEXTS[1], "a new document"])
+        np.testing.assert_allclose(np.stack([p.vector for p in points]), expected, atol=1e-5)
+
+
+def test_index_build_at_another_layer_re_embeds_what_a_rollout_backfilled(tmp_path, tiny_model_path, new_model_path,
+                                                                          capsys):
+    """The backfill embeds at the model's last layer: a job that builds at another one cannot keep its vectors."""
+    source, report = tmp_path / "docs.jsonl", tmp_path / "report.json"
+    source.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(TEXTS[:6])))
+    args = ["index", "build", str(tmp_path / "c"), "--source", str(source), "--no-progress", "--report", str(report)]
+    assert _run_cli(args + ["--model", str(tiny_model_path)], capsys)[0] == 0
+    assert _run_cli(["rollout", str(tmp_path / "c"), "--model", str(new_model_path)], capsys)[0] == 0
+    code, _, err = _run_cli(args + ["--layer", "3"], capsys)
+    assert code == 0, err
+    assert json.loads(report.read_text())["docs_embedded"] == 6
