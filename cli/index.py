@@ -22,6 +22,7 @@ def create(
     path: Annotated[Path, typer.Argument(help="Directory of the new collection.")],
     model: Annotated[str, typer.Option(help="Model whose vectors it will hold: its dim and query model.")] = "default",
     dim: Annotated[Optional[int], typer.Option(help="Vector dim (default: the model's full dim).")] = None,
+    layer: Annotated[Optional[int], typer.Option(help="Layer its vectors are taken after (default: the last); texts are embedded there.")] = None,
     plan: Annotated[Optional[str], typer.Option(help="Default search plan, e.g. '64:400,384:10' (default: exact).")] = None,
     stage_one: Annotated[str, typer.Option(help="FAISS factory string of stage one: Flat, HNSW32, IVF1024,Flat.")] = "Flat",
     stage_one_params: Annotated[str, typer.Option(help="FAISS parameters of stage one, e.g. 'efSearch=128'.")] = "",
@@ -32,7 +33,7 @@ def create(
     from telescope.index import Collection
     from telescope.pipelines.ingest import check_collection_dim
 
-    props, full_dim = collection_model_properties(model)
+    props, full_dim = collection_model_properties(model, layer)
     check_collection_dim(dim, full_dim, "--dim")
     with Collection.create(
         path, dim or full_dim, default_plan=plan, stage_one=stage_one, stage_one_params=stage_one_params, properties=props,

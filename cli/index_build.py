@@ -69,10 +69,11 @@ def build(
     """Embed a source into a collection; rerun the same command to resume or to index only what changed."""
     from telescope.cli.models import collection_model_properties
     from telescope.embedder import load_embedder
+    from telescope.embedder.model import model_location
     from telescope.index import Collection
     from telescope.pipelines.build import BuildOptions, check_options, run_build
     from telescope.pipelines.checks import Policies, check_source
-    from telescope.pipelines.ingest import LocalEncoder, text_dim
+    from telescope.pipelines.ingest import LocalEncoder, text_dim, text_layer
     from telescope.pipelines.sources import SourceSpec
 
     metadata = None if metadata_columns is None else tuple(c.strip() for c in metadata_columns.split(",") if c.strip())
@@ -103,14 +104,20 @@ def build(
             raise ValueError(f"--model: the collection was built with {recorded!r}, got {model!r}")
         model_ref = recorded
     else:
-        props, full_dim = collection_model_properties(model or "default")
-        model_ref = props["model"]
+        model_ref = model_location(model or "default")
         embedder = load_embedder(model_ref)
-        check_options(embedder, dataclasses.replace(options, dim=dim or full_dim))  # a refused option creates nothing
+        check_options(embedder, dataclasses.replace(options, dim=dim or embedder.full_dim))  # a refusal creates nothing
+        props, full_dim = collection_model_properties(model_ref, options.layer)
         c = Collection.create(collection, dim or full_dim, properties=props, vector_dtype=vector_dtype)
     with c:
         embedder = load_embedder(model_ref) if embedder is None else embedder
-        options = dataclasses.replace(options, dim=dim or text_dim(c, embedder))  # rollouts: the version's own dim
+        stored_layer = text_layer(c, embedder)
+        if options.layer is not None and options.layer != stored_layer:
+            c.close()
+            raise ValueError(f"--layer: the collection holds layer-{stored_layer} vectors of {embedder.manifest.tag!r}, "
+                             f"got {options.layer} (index into a new collection)")
+        # rollouts: the version's own dim
+        options = dataclasses.replace(options, layer=stored_layer, dim=dim or text_dim(c, embedder))
         layer_, dim_ = embedder.check_point(options.layer, options.dim)
         if engine is Engine.ray:
             from telescope.pipelines.ray_engine import RayEncoder

@@ -7,11 +7,15 @@ from telescope.embedder.model import model_location
 from telescope.index import Collection
 
 
-def collection_model_properties(model: str) -> tuple[dict, int]:
-    """The properties a new collection records for ``model``, and the model's full dim."""
+def collection_model_properties(model: str, layer: int | None = None) -> tuple[dict, int]:
+    """The properties a new collection records for ``model`` (its vectors taken after ``layer``, default the
+    last), and the model's full dim."""
+    from telescope.pipelines.ingest import layer_properties
+
     embedder = load_embedder(model)
     location = model_location(model)
-    return {"model": location, "model_version": embedder.manifest.tag}, embedder.full_dim
+    props = {"model": location, "model_version": embedder.manifest.tag, **layer_properties(embedder, layer)}
+    return props, embedder.full_dim
 
 
 def collection_embedder(collection: Collection) -> Embedder:

@@ -27,7 +27,7 @@ def search(
     """Embed the query with the collection's model and search coarse-to-fine (--remote: on a server)."""
     from telescope.cli.models import collection_embedder
     from telescope.index import Collection
-    from telescope.pipelines.ingest import text_dim
+    from telescope.pipelines.ingest import text_dim, text_layer
 
     if remote is not None:
         from telescope.cli.remote import remote_search
@@ -37,7 +37,7 @@ def search(
         c = Collection.open(path, read_only=True)
         embedder = collection_embedder(c)
         start = time.perf_counter()
-        vectors = embedder.encode(query, dim=text_dim(c, embedder))
+        vectors = embedder.encode(query, layer=text_layer(c, embedder), dim=text_dim(c, embedder))
         embedded = time.perf_counter()
         hits = c.search(vectors, k=k, plan=plan)
         done = time.perf_counter()

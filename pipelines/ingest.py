@@ -27,6 +27,7 @@ from telescope.embedder import Embedder
 from telescope.embedder.progress import progress_bar
 from telescope.index import Collection
 
+LAYERS = "layers"  # collection property: {model version: the layer its vectors were built at}, shallow ones only
 POINTS_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("payload", pa.string()), ("doc", pa.string())])
 
 
@@ -130,19 +131,18 @@ def ingest(
     texts: Sequence[str],
     payloads: Sequence[dict] | None = None,
     *,
-    layer: int | None = None,
     batch_size: int = 64,
     window: int = 8192,
     show_progress: bool = True,
     description: str = "embedding",
 ) -> IngestReport:
-    """Embed ``texts`` at ``layer`` and at the collection's dim for this model (``text_dim``) and upsert them
-    under ``ids`` with ``payloads``; ``truncated`` counts the texts over the model's token limit."""
+    """Embed ``texts`` at the collection's layer and dim for this model (``text_layer``, ``text_dim``) and upsert
+    them under ``ids`` with ``payloads``; ``truncated`` counts the texts over the model's token limit."""
     if len(ids) != len(texts):
         raise ValueError(f"ids: expected one id per text ({len(texts)}), got {len(ids)}")
     if payloads is not None and len(payloads) != len(texts):
         raise ValueError(f"payloads: expected one payload per text ({len(texts)}), got {len(payloads)}")
-    encoder = LocalEncoder(embedder, layer, text_dim(collection, embedder), batch_size)
+    encoder = LocalEncoder(embedder, text_layer(collection, embedder), text_dim(collection, embedder), batch_size)
     windows = (
         points_table(ids[s : s + window], texts[s : s + window], None if payloads is None else payloads[s : s + window])
         for s in range(0, len(ids), window)
@@ -159,6 +159,20 @@ def check_collection_dim(dim: int | None, full_dim: int, field: str = "dim") -> 
     """A new collection holds a model's vectors or a prefix of them (nested embeddings), never longer ones."""
     if dim is not None and dim > full_dim:
         raise ValueError(f"{field}: expected at most {full_dim} (the model's full dim), got {dim}")
+
+
+def text_layer(collection: Collection, embedder: Embedder) -> int:
+    """The layer ``embedder`` embeds texts at for ``collection``: the one its vectors of this model were built at
+    (``index build --layer`` records it under the ``layers`` property when shallower than the model's last), else
+    the last."""
+    layer = collection.properties.get(LAYERS, {}).get(embedder.manifest.tag)
+    return embedder.num_layers if layer is None else int(layer)
+
+
+def layer_properties(embedder: Embedder, layer: int | None) -> dict:
+    """What a new collection records of the layer its vectors come from: nothing for the model's last layer."""
+    layer, _ = embedder.check_point(layer, None)
+    return {} if layer == embedder.num_layers else {LAYERS: {embedder.manifest.tag: layer}}
 
 
 def text_dim(collection: Collection, embedder: Embedder) -> int:

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from telescope.embedder import Embedder
 from telescope.index import Collection, Plan, Stage
 from telescope.pipelines.backfill import BackfillReport, backfill
+from telescope.pipelines.ingest import LAYERS
 
 KEY = "rollout"
 ACTIVE = ("backfilling", "aborting")
@@ -112,6 +113,12 @@ def check_compatible(collection: Collection, new: Embedder) -> int:
     if compat.model_id not in (stored, stored.rpartition(":")[0]):
         raise ValueError(
             f"model: {tag!r} is compatible with {compat.model_id!r}, not with the stored vectors' model {stored!r}"
+        )
+    shallow = props.get(LAYERS, {}).get(stored)
+    if shallow is not None:
+        raise ValueError(
+            f"model: {tag!r} is compatible with {stored!r}'s last layer; the stored vectors were taken after its "
+            f"layer {shallow} (index build --layer): re-index the collection into a new one"
         )
     if compat.prefix_dim != old_dim or compat.prefix_dim > new.full_dim:
         raise ValueError(

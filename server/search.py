@@ -223,17 +223,17 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
                 by_model.setdefault(id(q.embedder), []).append(i)
         spent: dict[int, float] = {}
         for indices in by_model.values():
-            from telescope.pipelines.ingest import text_dim  # imports torch: not at the top, the replica imports this
+            from telescope.pipelines.ingest import text_dim, text_layer  # imports torch: the replica imports this
 
             embedder = queries[indices[0]].embedder
-            dim = text_dim(collection, embedder)
+            layer, dim = text_layer(collection, embedder), text_dim(collection, embedder)
             start = time.perf_counter()
             for s in range(0, len(indices), EMBED_CHUNK):
                 check_alive(context, "embedding the query texts")
                 chunk = indices[s : s + EMBED_CHUNK]
                 texts = [queries[i].text for i in chunk]
                 vectors = self.state.batcher.encode(
-                    embedder, texts, lambda: check_alive(context, "embedding the query texts"), dim=dim
+                    embedder, texts, lambda: check_alive(context, "embedding the query texts"), layer=layer, dim=dim
                 )
                 for i, v in zip(chunk, vectors):
                     queries[i].vector = v

@@ -85,13 +85,22 @@ def test_build_writes_ids_vectors_metadata_and_shards(tmp_path, tiny_model_path,
     np.testing.assert_allclose(vec, point.vector, atol=1e-6)
 
 
-def test_a_new_layer_re_embeds_every_document(tmp_path, tiny_model_path, tiny_embedder):
+def test_a_collection_built_at_a_layer_embeds_every_text_there(tmp_path, tiny_model_path, tiny_embedder, capsys):
+    """Later builds, library ingests and text searches embed at the recorded layer; another layer is refused."""
+    from telescope.pipelines import ingest
+
     source = write_jsonl(tmp_path / "docs.jsonl", docs(12))
     assert build(tmp_path / "c", source, tiny_model_path, "--layer", "2")["docs_embedded"] == 12
-    report = build(tmp_path / "c", source, tiny_model_path)
-    assert (report["docs_embedded"], report["kept_from_backfill"]) == (12, 0)
-    expected = tiny_embedder.encode([docs(12)[3]["text"]])[0]
-    np.testing.assert_allclose(Collection.open(tmp_path / "c", read_only=True).get(["doc3"])[0].vector, expected, atol=1e-5)
+    assert build(tmp_path / "c", source, tiny_model_path)["docs_embedded"] == 0  # no --layer: the recorded one
+    with pytest.raises(ValueError, match=r"--layer: the collection holds layer-2 vectors of 'tiny-bert:1', got 4"):
+        build(tmp_path / "c", source, tiny_model_path, "--layer", "4")
+    with Collection.open(tmp_path / "c") as c:
+        assert c.properties["layers"] == {"tiny-bert:1": 2}
+        ingest(c, tiny_embedder, ["late"], ["a late text"], show_progress=False)
+        np.testing.assert_allclose(c.get(["late"])[0].vector, tiny_embedder.encode(["a late text"], layer=2)[0], atol=1e-5)
+    result = runner.invoke(app, ["search", str(tmp_path / "c"), docs(12)[5]["text"], "--k", "1"])
+    assert result.exit_code == 0, result.output
+    assert "doc5" in result.output and "1.000" in result.output  # the query embedded as the document was
 
 
 def test_sql_and_metadata_columns_over_a_jsonl_glob(tmp_path, tiny_model_path):

@@ -310,14 +310,16 @@ def test_index_build_after_a_completed_rollout_embeds_only_new_and_changed_docum
         np.testing.assert_allclose(np.stack([p.vector for p in points]), expected, atol=1e-5)
 
 
-def test_index_build_at_another_layer_re_embeds_what_a_rollout_backfilled(tmp_path, tiny_model_path, new_model_path,
-                                                                          capsys):
-    """The backfill embeds at the model's last layer: a job that builds at another one cannot keep its vectors."""
-    source, report = tmp_path / "docs.jsonl", tmp_path / "report.json"
+def test_a_rollout_keeps_layers_apart(tmp_path, tiny_model_path, new_model_path, capsys):
+    """A BT^2 model is compatible with its old model's last layer: a collection built at another is refused; and
+    after a rollout, a build at a layer other than the one the backfill embedded at is refused too."""
+    source = tmp_path / "docs.jsonl"
     source.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(TEXTS[:6])))
-    args = ["index", "build", str(tmp_path / "c"), "--source", str(source), "--no-progress", "--report", str(report)]
-    assert _run_cli(args + ["--model", str(tiny_model_path)], capsys)[0] == 0
+    args = ["index", "build", "--source", str(source), "--no-progress"]
+    assert _run_cli([*args[:2], str(tmp_path / "shallow"), *args[2:], "--model", str(tiny_model_path), "--layer", "3"], capsys)[0] == 0
+    code, _, err = _run_cli(["rollout", str(tmp_path / "shallow"), "--model", str(new_model_path)], capsys)
+    assert code == 2 and "the stored vectors were taken after its layer 3" in " ".join(err.split())
+    assert _run_cli([*args[:2], str(tmp_path / "c"), *args[2:], "--model", str(tiny_model_path)], capsys)[0] == 0
     assert _run_cli(["rollout", str(tmp_path / "c"), "--model", str(new_model_path)], capsys)[0] == 0
-    code, _, err = _run_cli(args + ["--layer", "3"], capsys)
-    assert code == 0, err
-    assert json.loads(report.read_text())["docs_embedded"] == 6
+    code, _, err = _run_cli([*args[:2], str(tmp_path / "c"), *args[2:], "--layer", "3"], capsys)
+    assert code == 2 and "--layer: the collection holds layer-4 vectors of 'tiny-bt2:1', got 3" in " ".join(err.split())

@@ -132,6 +132,21 @@ def test_a_collection_shorter_than_its_model_embeds_texts_at_its_dim(client, tin
     client.delete_collection("short")
 
 
+def test_a_collection_built_at_a_shallow_layer_embeds_texts_there(tmp_path, tiny_model_path, tiny_embedder):
+    """``index build --layer 2`` records the layer: the server's text upserts and text queries use it too."""
+    from telescope.cli.models import collection_model_properties
+
+    props, _ = collection_model_properties(str(tiny_model_path), layer=2)
+    Collection.create(tmp_path / "data" / "shallow", DIM, properties=props).close()
+    texts = ["cats purr", "dogs bark", "stocks rose"]
+    with running_server(tmp_path / "data", tiny_model_path) as srv, Client(srv.target) as client:
+        client.upsert("shallow", [f"t{i}" for i in range(3)], texts=texts)
+        stored = client.get("shallow", ["t2"], with_vector=True)[0]
+        np.testing.assert_allclose(stored.vector, tiny_embedder.encode(["stocks rose"], layer=2)[0], atol=1e-5)
+        hit = client.search("shallow", text="dogs bark", k=1).hits[0]
+        assert hit.id == "t1" and hit.score == pytest.approx(1.0, abs=1e-4)
+
+
 def test_upsert_stream_delete_and_get(client):
     client.create_collection("stream")
     vectors = np.random.default_rng(0).standard_normal((30, DIM)).astype(np.float32)
