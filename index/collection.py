@@ -293,6 +293,7 @@ class Collection:
         model_version: str = "unknown",
         *,
         if_version: str | None = None,
+        if_same_payload: bool = False,
     ) -> int:
         """Insert or replace points; returns how many were written, once the write is durable (WAL fsync).
 
@@ -300,7 +301,9 @@ class Collection:
         ``model_version`` when ``version_dims`` records a shorter one, and a non-zero stage-one prefix (their
         first ``stage_one.dim`` values: stage one searches them). A batch must not repeat an id.
         ``if_version`` writes only the ids whose live point was stored with that model version (the others are
-        skipped, atomically with the write): a backfill never overwrites a point written meanwhile.
+        skipped, atomically with the write); with ``if_same_payload``, only those whose live point also holds the
+        payload being written: a backfill, which writes back the payload it read with the embedding of its text,
+        never overwrites a point written meanwhile.
         """
         check_text(model_version, "model_version")
         if if_version is not None:
@@ -313,10 +316,11 @@ class Collection:
         if vectors.shape[1] < self.dim:  # an older, shorter model version: stored zero-padded
             vectors = np.pad(vectors, ((0, 0), (0, self.dim - vectors.shape[1])))
         with self._lock:
-            if if_version is not None:
+            if if_version is not None or if_same_payload:
                 r = self._rows
-                keep = [i for i, point_id in enumerate(ids)
-                        if point_id in r.row_of and r.version_of(r.row_of[point_id]) == if_version]
+                keep = [i for i, point_id in enumerate(ids) if point_id in r.row_of
+                        and (if_version is None or r.version_of(r.row_of[point_id]) == if_version)
+                        and (not if_same_payload or r.payload_of(r.row_of[point_id]) == json.loads(payload_texts[i]))]
                 ids, vectors, payload_texts = [ids[i] for i in keep], vectors[keep], [payload_texts[i] for i in keep]
                 if not ids:
                     return 0

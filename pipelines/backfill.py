@@ -4,8 +4,9 @@
 one's text from its payload (``text_field``), embeds it and writes it back under the new version, batch by batch,
 at that version's length in the collection (the model's full dim, or its prefix in a collection shorter than the
 model); points another version writes meanwhile are taken in a next pass.
-Each write is ``upsert(..., if_version=<the version it read>)``: a point written meanwhile (by an ingest with
-the new model, or deleted) is left alone, atomically. Every batch is durable when its upsert returns, and the
+Each write is ``upsert(..., if_version=<the version it read>, if_same_payload=True)``: a point written meanwhile
+(by an ingest with the new model, rewritten by the old one, or deleted) is left alone, atomically; one rewritten
+by the old model is taken in the next pass. Every batch is durable when its upsert returns, and the
 collection itself is the progress record (the points still of another version are what is left), so a killed
 backfill resumes by running it again: nothing is redone, nothing is skipped.
 
@@ -80,7 +81,8 @@ def backfill(
                     texts = [_text_of(point_id, payload, text_field) for point_id, payload in group]
                     vectors = embedder.encode(texts, dim=dim, batch_size=batch_size)
                     written = collection.upsert(
-                        [i for i, _ in group], vectors, [p for _, p in group], model_version=target, if_version=version
+                        [i for i, _ in group], vectors, [p for _, p in group], model_version=target, if_version=version,
+                        if_same_payload=True,
                     )
                     report.written += written
                     report.skipped += len(group) - written

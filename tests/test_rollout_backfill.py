@@ -323,3 +323,33 @@ def test_a_rollout_keeps_layers_apart(tmp_path, tiny_model_path, new_model_path,
     assert _run_cli(["rollout", str(tmp_path / "c"), "--model", str(new_model_path)], capsys)[0] == 0
     code, _, err = _run_cli([*args[:2], str(tmp_path / "c"), *args[2:], "--layer", "3"], capsys)
     assert code == 2 and "--layer: the collection holds layer-4 vectors of 'tiny-bt2:1', got 3" in " ".join(err.split())
+
+
+def test_a_point_rewritten_while_the_backfill_embeds_it_keeps_the_rewrite(tmp_path, tiny_embedder, tiny_model_path,
+                                                                          new_embedder, new_model_path):
+    """A client rewrites d0 (old model, new text) after the backfill read it and before it wrote it: the backfill
+    must not store its embedding of the replaced text; it re-embeds the rewrite in its next pass."""
+    c = make_collection(tmp_path / "c", tiny_embedder, tiny_model_path)
+    start_rollout(c, new_embedder, str(new_model_path))
+
+    class RewritingDuringEncode:
+        def __init__(self):
+            self.rewritten = False
+
+        def __getattr__(self, name):
+            return getattr(new_embedder, name)
+
+        def encode(self, texts, **options):
+            vectors = new_embedder.encode(texts, **options)
+            if not self.rewritten:
+                self.rewritten = True
+                c.upsert(["d0"], tiny_embedder.encode(["a rewritten text"]), [{"text": "a rewritten text"}],
+                         model_version="tiny-bert:1")
+            return vectors
+
+    report = backfill(c, RewritingDuringEncode(), batch_size=8, show_progress=False)
+    assert report.remaining == 0
+    point = c.get(["d0"])[0]
+    assert point.payload == {"text": "a rewritten text"} and point.model_version == "tiny-bt2:1"
+    np.testing.assert_allclose(point.vector, new_embedder.encode(["a rewritten text"])[0], atol=1e-5)
+    c.close()

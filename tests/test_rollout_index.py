@@ -115,6 +115,17 @@ def test_if_version_writes_only_points_still_of_that_version(tmp_path):
     assert c.upsert(["p1"], vectors[:1], model_version=NEW, if_version=OLD) == 0
 
 
+def test_if_same_payload_writes_only_points_still_holding_it(tmp_path):
+    c, _, _ = mixed(tmp_path)
+    vectors = nested_vectors(2, 12, seed=8)
+    read = c.get(["p44", "p45"])
+    c.upsert(["p44"], vectors[:1, :8], [{"text": "rewritten"}], model_version=OLD)  # meanwhile, by the old model
+    payloads = [p.payload for p in read]
+    assert c.upsert(["p44", "p45"], vectors, payloads, model_version=NEW, if_version=OLD, if_same_payload=True) == 1
+    assert [p.model_version for p in c.get(["p44", "p45"])] == [OLD, NEW]
+    assert c.get(["p44"])[0].payload == {"text": "rewritten"}
+
+
 def test_ids_by_version(tmp_path):
     c, _, _ = mixed(tmp_path, n_old=10, n_new=4)
     assert c.ids(model_version=NEW) == ["p0", "p1", "p2", "p3"]
