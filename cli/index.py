@@ -45,7 +45,7 @@ def create(
 @index_app.command("add")
 def add(
     path: Annotated[Path, typer.Argument(help="The collection.")],
-    source: Annotated[Path, typer.Argument(help="A .jsonl, .csv, .tsv (with header), .parquet or .txt file.")],
+    source: Annotated[Path, typer.Argument(help="A .jsonl, .csv, .tsv (with header), .parquet or .txt file (one document per non-blank line, id line-N: N the line's index from 0).")],
     id_column: Annotated[str, typer.Option(help="Column holding the id.")] = "id",
     text_column: Annotated[str, typer.Option(help="Column holding the text to embed.")] = "text",
     batch_size: Annotated[int, typer.Option(help="Texts per forward pass (per request with --remote).")] = 64,

@@ -222,14 +222,17 @@ def stream(con: duckdb.DuckDBPyConnection, query: str, batch_rows: int = 8192) -
 
 # -- whole small files (telescope index add, the demo) -----------------------------------------------------------
 def read_table(path: str | Path, fmt: str | None = None) -> pa.Table:
-    """A whole small file as one Arrow table. Plain text (``.txt``) is one document per line, ids ``line-<n>``."""
+    """A whole small file as one Arrow table. Plain text (``.txt``) is one document per non-blank line, ids
+    ``line-<n>``: n is the line's index in the file (from 0, blank lines counted; lines end at ``\n``)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"source: no such file {str(path)!r}")
     fmt = fmt or detect_format(path)
     if fmt == "txt":
-        text = pa.array([line for line in _utf8_text(path).splitlines() if line.strip()], pa.string())
-        return pa.table({"id": pa.array([f"line-{i}" for i in range(len(text))]), "text": text})
+        lines = [(i, line.removesuffix("\r")) for i, line in enumerate(_utf8_text(path).split("\n"))]
+        kept = [(i, line) for i, line in lines if line.strip()]
+        return pa.table({"id": pa.array([f"line-{i}" for i, _ in kept], pa.string()),
+                         "text": pa.array([line for _, line in kept], pa.string())})
     if fmt not in ("jsonl", "csv", "tsv", "parquet"):
         raise ValueError(f"format: expected one of ['csv', 'jsonl', 'parquet', 'tsv', 'txt'], got {fmt!r}")
     if problem := read_problem(fmt, path):

@@ -227,6 +227,14 @@ def test_txt_source_of_index_build_lists_the_accepted_formats(tmp_path):
         check_source(SourceSpec(str(path)), Policies())
 
 
+def test_txt_ids_are_line_numbers_of_the_file_blank_lines_counted(tmp_path):
+    """A line's id does not move when a blank line is added above it; only newlines end a line."""
+    (path := tmp_path / "lines.txt").write_text("first\n\n  \nfourth has a\u2028line separator\r\nfifth\n", newline="")
+    table = read_table(path)
+    assert table.column("id").to_pylist() == ["line-0", "line-3", "line-4"]
+    assert table.column("text").to_pylist() == ["first", "fourth has a\u2028line separator", "fifth"]
+
+
 def test_index_add_of_a_txt_file_that_is_not_utf8_names_the_file_and_line(tmp_path):
     (path := tmp_path / "latin1.txt").write_bytes("fine\ncafé\n".encode("latin-1"))
     with pytest.raises(ValueError, match=r"source '.*latin1.txt': line 2: expected UTF-8 text, got the bytes b'\\xe9'"):
