@@ -28,7 +28,7 @@ import duckdb
 
 from telescope.pipelines.sources import (
     ID, TEXT, SourceSpec, check_columns, connect, file_view, ident, json_as_text, read_problem, scan_sql, source_query,
-    user_query,
+    undecodable, user_query,
 )
 
 POLICIES = ("skip", "fail")
@@ -136,7 +136,7 @@ def check_source(spec: SourceSpec, policies: Policies, con: duckdb.DuckDBPyConne
     except duckdb.Error as e:
         raise ValueError(f"--sql: DuckDB cannot run {base!r}: {str(e).splitlines()[0]}") from e
     check_columns(spec, columns)
-    _check_utf8(con, spec, base, binary)
+    undecodable = _check_utf8(con, spec, base, binary, policies)
     query = source_query(spec, base, columns, binary)
     check = SourceCheck(fmt, good, query, [c for c in con.sql(query).columns if c not in (ID, TEXT)], unreadable=unreadable)
     try:
@@ -144,24 +144,31 @@ def check_source(spec: SourceSpec, policies: Policies, con: duckdb.DuckDBPyConne
     except duckdb.Error as e:
         through = " through --sql" if spec.sql else ""
         raise ValueError(f"--source: DuckDB cannot read the documents of {spec.source!r}{through}: {_message(e)}") from e
+    check.invalid_rows += undecodable
     _apply(check, policies)
     return check, con
 
 
-def _check_utf8(con: duckdb.DuckDBPyConnection, spec: SourceSpec, base: str, binary: frozenset[str]) -> None:
-    """Refuse an id or text in a BLOB column (Parquet BINARY) that is not valid UTF-8, naming the column and the id."""
+def _check_utf8(con: duckdb.DuckDBPyConnection, spec: SourceSpec, base: str, binary: frozenset[str],
+                policies: Policies) -> int:
+    """An id or text in a BLOB column (Parquet BINARY) that is not valid UTF-8: refused, naming the column and the id
+    (``--on-invalid fail``), or counted (``skip``: ``source_query`` leaves such rows out). Returns the count."""
+    if policies.invalid == "skip":
+        where = undecodable(spec, binary)
+        return int(con.execute(f"SELECT count(*) FROM ({base}) AS q WHERE {where}").fetchone()[0]) if where else 0
     for option, column in (("--id-column", spec.id_column), ("--text-column", spec.text_column)):
         if column not in binary:
             continue
         bad = con.execute(
             f"SELECT CAST({ident(spec.id_column)} AS VARCHAR), CAST({ident(column)} AS VARCHAR) FROM ({base}) AS q "
-            f"WHERE {ident(column)} IS NOT NULL AND try(decode({ident(column)})) IS NULL LIMIT 1"
+            f"WHERE {undecodable(spec, frozenset([column]))} LIMIT 1"
         ).fetchone()
         if bad is not None:
             raise ValueError(
                 f"{option}: the binary column {column!r} holds bytes that are not UTF-8 text (id {bad[0]!r}): "
-                f"expected UTF-8, got {bad[1]!r}"
+                f"expected UTF-8, got {bad[1]!r} (pass --on-invalid skip to leave such rows out)"
             )
+    return 0
 
 
 def _count(con: duckdb.DuckDBPyConnection, check: SourceCheck, fmt: str, tolerant: bool) -> None:

@@ -197,21 +197,29 @@ def json_as_text(con: duckdb.DuckDBPyConnection, query: str) -> str:
 
 def as_text(column: str, binary: bool) -> str:
     """A column as VARCHAR: BLOB (Parquet BINARY from older writers) decoded as UTF-8, not cast to its escaped bytes."""
-    return f"decode({ident(column)})" if binary else f"CAST({ident(column)} AS VARCHAR)"
+    return f"try(decode({ident(column)}))" if binary else f"CAST({ident(column)} AS VARCHAR)"  # bad rows: filtered
+
+
+def undecodable(spec: SourceSpec, binary: frozenset[str]) -> str:
+    """SQL condition of the rows whose id or text is a BLOB that is not UTF-8 ('' when neither is a BLOB)."""
+    columns = sorted({spec.id_column, spec.text_column} & binary)
+    return " OR ".join(f"({ident(c)} IS NOT NULL AND try(decode({ident(c)})) IS NULL)" for c in columns)
 
 
 def source_query(spec: SourceSpec, base: str, columns: list[str], binary: frozenset[str] = frozenset()) -> str:
     """The documents query: id and text as VARCHAR under fixed names, then the payload columns.
 
-    ``binary``: the BLOB columns; the id and text among them are decoded as UTF-8 (in the payload too), the others kept.
+    ``binary``: the BLOB columns; the id and text among them are decoded as UTF-8 (in the payload too), the others
+    kept; a row whose id or text does not decode is left out (``check_source`` has refused or counted it).
     """
     texts = {spec.id_column, spec.text_column} & binary
     payload = ", ".join(f"{as_text(c, True)} AS {ident(c)}" if c in texts else ident(c) for c in metadata_of(spec, columns))
+    where = undecodable(spec, binary)
     limit = f" LIMIT {int(spec.limit)}" if spec.limit else ""
     return (
         f"SELECT {as_text(spec.id_column, spec.id_column in binary)} AS {ID}, "
         f"{as_text(spec.text_column, spec.text_column in binary)} AS {TEXT}"
-        f"{', ' + payload if payload else ''} FROM ({base}) AS q{limit}"
+        f"{', ' + payload if payload else ''} FROM ({base}) AS q{f' WHERE NOT ({where})' if where else ''}{limit}"
     )
 
 

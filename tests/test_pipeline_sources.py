@@ -209,6 +209,17 @@ def test_binary_id_and_text_are_decoded_as_utf8_by_build_and_add_and_bad_bytes_f
         texts_from(read_table(bad))
 
 
+def test_on_invalid_skip_drops_binary_rows_that_are_not_utf8_and_counts_them(tmp_path):
+    table = pa.table({"id": pa.array([b"a", b"b\xfe", b"c", b"d"], pa.binary()),
+                      "text": pa.array([b"ok", b"fine", b"bad \xff", None], pa.binary())})
+    pq.write_table(table, path := tmp_path / "mixed.parquet")
+    rows, check = read_all(SourceSpec(str(path)), Policies(invalid="skip", empty="skip"))
+    assert [(r[ID], r[TEXT]) for r in rows] == [("a", "ok"), ("d", None)]  # d: an empty text, the empty policy's
+    assert (check.rows, check.invalid_rows, check.empty_texts) == (2, 2, 1)
+    with pytest.raises(ValueError, match=r"--id-column: the binary column 'id' .*not UTF-8.*pass --on-invalid skip"):
+        check_source(SourceSpec(str(path)), Policies())
+
+
 @pytest.mark.parametrize("name, data, what", [
     ("empty.jsonl", b"", "got an empty file"), ("empty.csv", b"", "got an empty file"),
     ("array.json", b'[{"id": "a", "text": "x"}, {"id": "b", "text": "y"}]', "not objects"),
