@@ -279,9 +279,8 @@ class Embedder:
         return int(layer), int(dim)
 
     def count_truncated(self, texts: Sequence[str]) -> int:
-        # A word piece covers at least one character: only texts longer than the limit in characters can be cut.
-        long = [t for t in texts if len(t) > self.max_seq_length - 2]
-        return int((self.token_lengths(long) > self.max_seq_length).sum())
+        """Texts over the model's token limit (tokenized again: a character may be several tokens)."""
+        return int((self.token_lengths(texts) > self.max_seq_length).sum())
 
     def token_lengths(self, texts: Sequence[str]) -> np.ndarray:
         """Tokens per text, special tokens included, before truncation."""

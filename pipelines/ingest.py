@@ -59,12 +59,14 @@ class LocalEncoder:
         self.embedder = embedder
         self.layer, self.dim = embedder.check_point(layer, dim)
         self.batch_size = batch_size
+        self.truncated = 0  # texts over the model's token limit, counted from the lengths the batching measures
 
     def embed(self, windows: Iterable[pa.Table]) -> Iterator[tuple[pa.Table, np.ndarray]]:
         for window in windows:
             # by tokens, not characters: forward passes pad to the longest text of a batch in tokens, and batches
             # cut from a character-sorted window padded enough to make the job ~25% slower than one encode call
             lengths = self.embedder.token_lengths(window.column("text").to_pylist())
+            self.truncated += int((lengths > self.embedder.max_seq_length).sum())
             window, lengths = by_length(window, lengths), np.sort(lengths)[::-1]
             for start in range(0, window.num_rows, self.batch_size):
                 batch = window.slice(start, self.batch_size)
@@ -152,7 +154,7 @@ def ingest(
             collection, windows, encoder, embedder.manifest.tag, on_batch=lambda batch, _: advance(batch.num_rows)
         )
     # counted for these texts alone: the embedder's running total also counts concurrent callers' texts
-    return IngestReport(points=points, truncated=embedder.count_truncated(texts))
+    return IngestReport(points=points, truncated=encoder.truncated)
 
 
 def check_collection_dim(dim: int | None, full_dim: int, field: str = "dim") -> None:

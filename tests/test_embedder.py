@@ -122,6 +122,23 @@ def test_bad_input_names_the_allowed_values(tiny_embedder, texts, kwargs, messag
         tiny_embedder.encode(texts, **kwargs)
 
 
+def test_count_truncated_counts_tokens_not_characters(tiny_embedder, monkeypatch):
+    """A byte-level BPE tokenizer gives a character of several UTF-8 bytes several tokens: a text shorter than
+    the limit in characters can still be cut."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    tok = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = PreTrainedTokenizerFast(tokenizer_object=tok)
+    monkeypatch.setattr(type(tiny_embedder), "tokenizer", property(lambda self: byte_level))
+    limit = tiny_embedder.max_seq_length
+    texts = ["é" * (limit // 2 + 1), "a" * (limit - 2), "é" * (limit // 2 - 1)]  # 2 bytes, 2 tokens per é
+    assert list(tiny_embedder.token_lengths(texts)) == [limit + 2, limit - 2, limit - 2]
+    assert tiny_embedder.count_truncated(texts) == 1
+
+
 def test_long_texts_are_truncated_and_counted(tiny_embedder):
     before = tiny_embedder.truncated_texts
     long_text = "word " * 1000

@@ -259,3 +259,11 @@ def test_refused_options_create_no_collection(tmp_path, tiny_model_path, bad):
     assert isinstance(result.exception, ValueError) and bad[0].strip("-").split("-")[0] in str(result.exception)
     assert not (tmp_path / "c").exists()  # else the corrected command is refused: "the collection holds 1000-dim"
     assert build(tmp_path / "c", source, tiny_model_path, "--dim", "32")["collection_points"] == 5
+
+
+def test_ingest_counts_the_texts_it_truncated(tmp_path, tiny_embedder):
+    from telescope.pipelines import ingest
+
+    with Collection.create(tmp_path / "c", tiny_embedder.full_dim) as c:
+        report = ingest(c, tiny_embedder, ["a", "b", "c"], ["word " * 1000, "short", "long " * 200], show_progress=False)
+    assert (report.points, report.truncated) == (3, 2)
