@@ -28,6 +28,14 @@ from telescope.embedder.progress import progress_bar
 from telescope.index import Collection
 
 
+def check_options(batch_size: int, rate: float | None) -> None:
+    """ValueError naming ``batch_size`` or ``rate`` when out of range: callers check before they change anything."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
+    if rate is not None and not rate > 0:
+        raise ValueError(f"rate: expected points per second > 0 (or none for no limit), got {rate!r}")
+
+
 @dataclass
 class BackfillReport:
     written: int = 0  # points re-embedded and written under the new version
@@ -51,10 +59,7 @@ def backfill(
     on_batch: Callable[[BackfillReport], None] | None = None,
 ) -> BackfillReport:
     """Re-embed every live point not stored by ``embedder``'s version; returns what it did (see module doc)."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
-    if rate is not None and not rate > 0:
-        raise ValueError(f"rate: expected points per second > 0 (or none for no limit), got {rate!r}")
+    check_options(batch_size, rate)
     target = embedder.manifest.tag
     dim = collection.version_dim(target)  # the model's full dim, or a prefix of it (a collection shorter than it)
     if dim > embedder.full_dim:
@@ -71,14 +76,14 @@ def backfill(
                 if stop is not None and stop.is_set():
                     report.stopped = True
                     break
-                points = [(i, p) for i, p in zip(todo[start : start + batch_size], collection.get(todo[start : start + batch_size])) if p]
-                report.skipped += min(batch_size, len(todo) - start) - len(points)
+                points = [(i, p) for i, p in zip(todo[start : start + batch_size], collection.get(todo[start : start + batch_size]))
+                          if p and p.model_version != target]
+                report.skipped += min(batch_size, len(todo) - start) - len(points)  # deleted or rewritten meanwhile
                 by_version: dict[str, list[tuple[str, dict]]] = {}
                 for point_id, point in points:
-                    if point.model_version != target:
-                        by_version.setdefault(point.model_version, []).append((point_id, point.payload))
+                    by_version.setdefault(point.model_version, []).append((point_id, point.payload))
                 for version, group in by_version.items():
-                    texts = [_text_of(point_id, payload, text_field) for point_id, payload in group]
+                    texts = [text_of(point_id, payload, text_field) for point_id, payload in group]
                     vectors = embedder.encode(texts, dim=dim, batch_size=batch_size)
                     written = collection.upsert(
                         [i for i, _ in group], vectors, [p for _, p in group], model_version=target, if_version=version,
@@ -102,7 +107,7 @@ def backfill(
     return report
 
 
-def _text_of(point_id: str, payload: dict, text_field: str) -> str:
+def text_of(point_id: str, payload: dict, text_field: str) -> str:
     text = payload.get(text_field)
     if not isinstance(text, str) or not text.strip():
         raise ValueError(

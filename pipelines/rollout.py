@@ -30,11 +30,12 @@ from dataclasses import asdict, dataclass
 
 from telescope.embedder import Embedder
 from telescope.index import Collection, Plan, Stage
-from telescope.pipelines.backfill import BackfillReport, backfill
+from telescope.pipelines.backfill import BackfillReport, backfill, text_of
 from telescope.pipelines.ingest import LAYERS
 
 KEY = "rollout"
 ACTIVE = ("backfilling", "aborting")
+TEXT_FIELD = "text"  # the payload field a backfill re-embeds, unless the rollout records another
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class RolloutStatus:
     total: int  # live points
     started: float
     updated: float
+    text_field: str = TEXT_FIELD  # the payload field every backfill of this rollout re-embeds (CLI or server)
 
     @property
     def remaining(self) -> int:
@@ -82,6 +84,7 @@ def rollout_status(collection: Collection) -> RolloutStatus | None:
         total=len(collection),
         started=float(record["started"]),
         updated=float(record["updated"]),
+        text_field=record.get("text_field", TEXT_FIELD),
     )
 
 
@@ -135,11 +138,34 @@ def widened_plan(plan: Plan, old_dim: int, new_dim: int) -> Plan:
     return Plan(plan.stages[:-1] + (Stage(new_dim, plan.k),))
 
 
-def start_rollout(collection: Collection, new: Embedder, location: str) -> RolloutStatus:
+def check_text_field(collection: Collection, text_field: str, target: str) -> None:
+    """ValueError naming the field when the first point a backfill toward ``target`` would re-embed has no text
+    there: checked before a rollout changes anything, rather than after it switched the collection."""
+    todo = collection.ids(other_than=target, limit=1)
+    if todo:
+        point = collection.get(todo)[0]
+        text_of(point.id, point.payload, text_field)
+
+
+def _record_text_field(collection: Collection, text_field: str | None) -> RolloutStatus:
+    """The rollout in progress, now backfilling from ``text_field`` (None: the one it records)."""
+    status = rollout_status(collection)
+    if text_field is None or text_field == status.text_field:
+        return status
+    check_text_field(collection, text_field, status.target_version)
+    props = collection.properties
+    collection.reconfigure(properties=dict(props, **{KEY: dict(props[KEY], text_field=text_field)}))
+    return rollout_status(collection)
+
+
+def start_rollout(collection: Collection, new: Embedder, location: str, text_field: str | None = None) -> RolloutStatus:
     """Serve ``new`` at once (``location`` is how the collection records it: "default" or a folder).
 
-    Rerunning it for the rollout in progress changes nothing (then resume with ``run_backfill``); for the rollout
-    that completed, it changes nothing either and returns its ``complete`` status (so a retried script succeeds).
+    ``text_field`` is the payload field holding each point's text (default ``"text"``), recorded with the rollout
+    so that every backfill of it, the server's too, reads the same; a first point without it is refused before
+    anything changes. Rerunning it for the rollout in progress changes nothing but the recorded ``text_field``
+    when given (then resume with ``run_backfill``); for the rollout that completed, it changes nothing either and
+    returns its ``complete`` status (so a retried script succeeds).
     """
     props = collection.properties
     record = props.get(KEY)
@@ -147,12 +173,14 @@ def start_rollout(collection: Collection, new: Embedder, location: str) -> Rollo
         return rollout_status(collection)
     if record is not None and record["state"] in ACTIVE:
         if record["state"] == "backfilling" and record["to"]["model_version"] == new.manifest.tag:
-            return rollout_status(collection)
+            return _record_text_field(collection, text_field)
         raise ValueError(
             f"rollout: expected no rollout in progress on {collection.path.name!r}, got one {record['state']} "
             f"({record['from']['model_version']} -> {record['to']['model_version']}); let it finish or --abort it"
         )
     prefix = check_compatible(collection, new)
+    text_field = TEXT_FIELD if text_field is None else text_field
+    check_text_field(collection, text_field, new.manifest.tag)
     plan = collection.default_plan
     now = time.time()
     record = {
@@ -161,6 +189,7 @@ def start_rollout(collection: Collection, new: Embedder, location: str) -> Rollo
         "to": {"model": location, "model_version": new.manifest.tag, "dim": new.full_dim,
                "plan": str(widened_plan(plan, collection.dim, new.full_dim))},
         "prefix_dim": prefix,
+        "text_field": text_field,
         "started": now,
         "updated": now,
     }
@@ -172,8 +201,9 @@ def start_rollout(collection: Collection, new: Embedder, location: str) -> Rollo
     return rollout_status(collection)
 
 
-def abort_rollout(collection: Collection) -> RolloutStatus:
-    """Serve the old model again; ``run_backfill`` with the old model then re-embeds the new version's points.
+def abort_rollout(collection: Collection, text_field: str | None = None) -> RolloutStatus:
+    """Serve the old model again; ``run_backfill`` with the old model then re-embeds the new version's points
+    (from ``text_field`` when given, else the field the rollout records).
 
     Rerunning it once the rollback is done changes nothing and returns its ``aborted`` status (a retried script
     succeeds)."""
@@ -185,6 +215,9 @@ def abort_rollout(collection: Collection) -> RolloutStatus:
         state = "none" if record is None else record["state"]
         raise ValueError(f"--abort: expected a rollout backfilling or complete on {collection.path.name!r}, got {state}")
     old = record["from"]
+    if text_field is not None:
+        check_text_field(collection, text_field, old["model_version"])
+        record = dict(record, text_field=text_field)
     record = dict(record, state="aborting", updated=time.time())
     collection.reconfigure(
         default_plan=old["plan"], properties=dict(props, model=old["model"], model_version=old["model_version"], **{KEY: record})
@@ -207,7 +240,8 @@ def settle(collection: Collection) -> RolloutStatus | None:
 def run_backfill(collection: Collection, embedder: Embedder, **options) -> BackfillReport:
     """Backfill toward the rollout's target version with ``embedder`` (its model), then settle the state.
 
-    ``options`` go to :func:`telescope.pipelines.backfill.backfill` (text_field, batch_size, rate, stop, ...).
+    ``options`` go to :func:`telescope.pipelines.backfill.backfill` (batch_size, rate, stop, ...); its
+    ``text_field`` is the one the rollout records.
     """
     status = rollout_status(collection)
     if status is None or status.state not in ACTIVE:
@@ -217,7 +251,7 @@ def run_backfill(collection: Collection, embedder: Embedder, **options) -> Backf
         )
     if embedder.manifest.tag != status.target_version:
         raise ValueError(f"model: expected the model of {status.target_version!r} to backfill with, got {embedder.manifest.tag!r}")
-    report = backfill(collection, embedder, **options)
+    report = backfill(collection, embedder, **{"text_field": status.text_field, **options})
     if not report.stopped:
         settle(collection)
     return report

@@ -22,7 +22,7 @@ from telescope.embedder.model import model_location
 from telescope.index import Collection
 from telescope.pipelines.backfill import BackgroundBackfill
 from telescope.pipelines.ingest import check_collection_dim
-from telescope.pipelines.rollout import ACTIVE, rollout_status, settle
+from telescope.pipelines.rollout import ACTIVE, KEY as ROLLOUT, rollout_status, settle
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 MANIFEST = "manifest.json"
@@ -71,7 +71,8 @@ class Registry:
             return
         model = status.to_model if status.state == "backfilling" else status.from_model
         job = BackgroundBackfill(collection, self.embedder(model), on_done=lambda report: settle(collection),
-                                 rate=self.backfill_rate, batch_size=self.backfill_batch_size)
+                                 rate=self.backfill_rate, batch_size=self.backfill_batch_size,
+                                 text_field=status.text_field)
         with self._lock:
             self._backfills[name] = job.start()
 
@@ -177,7 +178,8 @@ class Registry:
         raise LookupError(f"{field}: expected a model the server holds (by location or version) {held}, got {name!r}")
 
     def query_model(self, collection: Collection, version: str = "", field: str = "model_version") -> Embedder:
-        """The model that embeds text for ``collection``: its own, or the held model of ``version``."""
+        """The model that embeds text for ``collection``: its own, the other model of its rollout (loaded once),
+        or the held model of ``version``."""
         model = collection.properties.get("model")
         if model is None:
             raise RuntimeError(
@@ -187,4 +189,8 @@ class Registry:
         own = self.embedder(model)
         if not version or version == own.manifest.tag:
             return own
+        rollout = collection.properties.get(ROLLOUT)
+        for side in (rollout["from"], rollout["to"]) if rollout else ():
+            if side["model_version"] == version and side["model"]:
+                return self.embedder(side["model"])
         return self.held_model(version, field)
