@@ -33,6 +33,7 @@ from telescope.eval.grid import FULL_GRID_DIMS
 from telescope.eval.metrics import ir_metrics, run_from_rows
 from telescope.eval.plans import measure_plans
 from telescope.index import Collection, Plan, exact_search
+from telescope.index.stage_one import StageOne
 
 RUN_DEPTH = 100  # documents ranked per query: enough for Recall@100
 
@@ -80,6 +81,8 @@ def evaluate_beir(
     for plan in plans:
         if plan.max_dim > prefix:
             raise ValueError(f"plan {plan}: expected stage dims at most the shared prefix {prefix}, got {plan.max_dim}")
+    for first_dim in sorted({plan.stages[0].dim for plan in plans}):
+        StageOne(first_dim, stage_one)  # a bad factory fails here, not after minutes of encoding
     timings: dict[str, float] = {}
     plan_point_q, plan_point_d = (query_model.num_layers, prefix), (doc_model.num_layers, prefix)
     doc_points = sorted(set(points) | ({plan_point_d} if plans else set()))

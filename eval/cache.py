@@ -9,8 +9,9 @@ hash (sha256 of the texts, in order)::
 Every (layer, dim) point is cut from its layer's entry: ``normalize(normalize(x)[:d]) = normalize(x[:d])``,
 so one entry per layer serves every dim. Missing layers are encoded together in one forward pass
 (``Embedder.encode_grid``). Files are written to a temporary name and renamed, so a cut run leaves no torn
-entry. ``EmbeddingCache(None)`` (``--no-cache``) keeps entries in memory only, for one run, so that the grid, the
-plans and the reference check of a run still encode each layer once.
+entry; an entry that cannot be read, or is not finite float32 of the expected shape, is encoded again.
+``EmbeddingCache(None)`` (``--no-cache``) keeps entries in memory only, for one run, so that the grid, the plans
+and the reference check of a run still encode each layer once.
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ DEFAULT_CACHE = Path(".cache/embeddings")
 
 
 def texts_hash(texts: Sequence[str]) -> str:
+    """sha256 of the texts in order, each prefixed by its byte length (a separator byte could occur in a text)."""
     digest = hashlib.sha256(str(len(texts)).encode())
     for text in texts:
-        digest.update(b"\x00")
-        digest.update(text.encode("utf-8"))
+        data = text.encode("utf-8")
+        digest.update(b"\x00%d:" % len(data))
+        digest.update(data)
     return digest.hexdigest()[:16]
 
 
@@ -81,13 +84,11 @@ class EmbeddingCache:
                 out[layer] = self._memory[(model_key(embedder), data, layer)]
                 self.hits += 1
                 continue
-            path = self._path(embedder, data, layer)
-            if path is not None and path.is_file():
-                vectors = np.load(path)
-                if vectors.shape == (len(texts), embedder.full_dim):
-                    out[layer] = vectors
-                    self.hits += 1
-                    continue
+            vectors = _read_entry(self._path(embedder, data, layer), (len(texts), embedder.full_dim))
+            if vectors is not None:
+                out[layer] = vectors
+                self.hits += 1
+                continue
             missing.append(layer)
         if missing:
             encoded = embedder.encode_grid(
@@ -107,6 +108,20 @@ class EmbeddingCache:
         if self.root is None:
             return None
         return self.root / model_key(embedder) / f"{data}-L{layer}.npy"
+
+
+def _read_entry(path: Path | None, shape: tuple[int, int]) -> np.ndarray | None:
+    """The entry at ``path`` if it holds finite float32 vectors of ``shape``; None (encode again) if it is absent,
+    unreadable (cut short, not an array) or of another shape or dtype."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        vectors = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    if vectors.shape != shape or vectors.dtype != np.float32 or not np.isfinite(vectors).all():
+        return None
+    return vectors
 
 
 def _write_atomic(path: Path, write) -> None:

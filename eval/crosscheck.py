@@ -12,7 +12,9 @@ cosine between the two (1.0 up to float error when the paths agree). ``sample=No
 with sentence-transformers (fully independent, slow).
 
 The evaluator counts relevance as binary (a judged document with score > 0 is relevant), so the two nDCG@10
-figures must agree only on binary qrels such as SciFact's; the result says whether the qrels are graded.
+figures must agree only on binary qrels such as SciFact's; the result says whether the qrels are graded. It also
+leaves out the queries that have no relevant document (every judgement 0), which this harness counts as 0 as BEIR
+does: the result counts them, and the two figures are comparable only when there are none.
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ def st_information_retrieval(
     scores = evaluator.compute_metrices(embedder.model, corpus_embeddings=corpus_embeddings)["cosine"]
     graded = any(grade > 1 for docs in data.qrels.values() for grade in docs.values())
     return result | {
+        "queries_without_relevant": sum(1 for docs in relevant.values() if not docs),
         "ndcg@10": 100 * float(scores["ndcg@k"][10]),
         "mrr@10": 100 * float(scores["mrr@k"][10]),
         "recall@100": 100 * float(scores["recall@k"][100]),

@@ -223,6 +223,7 @@ def _read_qrels(path: Path, queries: dict[str, str], docs: set[str]) -> dict[str
     if not rows or [c.strip() for c in rows[0]] != expected:
         raise ValueError(f"{path}:1: expected the header {'	'.join(expected)!r}, got {(rows[0] if rows else [])!r}")
     qrels: dict[str, dict[str, int]] = {}
+    first_line: dict[tuple[str, str], int] = {}
     for lineno, row in enumerate(rows[1:], start=2):
         if not row or all(not c.strip() for c in row):
             raise ValueError(f"{path}:{lineno}: expected 'query-id corpus-id score', got an empty line")
@@ -237,6 +238,13 @@ def _read_qrels(path: Path, queries: dict[str, str], docs: set[str]) -> dict[str
             raise LookupError(f"{path}:{lineno}: query-id {qid!r} is not in queries.jsonl")
         if did not in docs:
             raise LookupError(f"{path}:{lineno}: corpus-id {did!r} is not in corpus.jsonl")
+        earlier = qrels.get(qid, {}).get(did)
+        if earlier is not None and earlier != grade:
+            raise ValueError(
+                f"{path}:{lineno}: score: expected one grade per (query-id, corpus-id), got {grade} for "
+                f"({qid!r}, {did!r}), graded {earlier} on line {first_line[(qid, did)]}"
+            )
+        first_line.setdefault((qid, did), lineno)
         qrels.setdefault(qid, {})[did] = grade
     if not qrels:
         raise ValueError(f"{path}: expected at least one judgement after the header, got none")

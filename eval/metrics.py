@@ -10,6 +10,10 @@
 
 All figures are x100 means over the evaluated queries (or pairs). Queries with judgements but no retrieved
 documents count as 0, as in trec_eval with ``-c``.
+
+Retrieval scores are rounded to ``SCORE_DECIMALS`` before ranking: float32 inner products of identical vectors differ
+in their last bits between code paths (BLAS blocks, FAISS, batch sizes), and trec_eval would order such ties by that
+noise; rounded, they go by its tie rule (document id descending) on every path, so the grid and the index agree.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import pytrec_eval
 from scipy.stats import spearmanr
 
 IR_METRICS = ("ndcg@10", "recall@100", "mrr@10")
+SCORE_DECIMALS = 6  # about float32's resolution on a cosine
 
 
 def spearman_x100(predicted: Sequence[float] | np.ndarray, gold: Sequence[float] | np.ndarray) -> float:
@@ -42,7 +47,7 @@ def run_from_rows(query_ids: Sequence[str], doc_ids: Sequence[str], scores: np.n
 def ir_metrics(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> dict[str, float]:
     """nDCG@10, Recall@100 and MRR@10 x100, averaged over every query in ``qrels``."""
     qrels = {q: {d: int(g) for d, g in docs.items()} for q, docs in qrels.items()}
-    full = {q: run.get(q, {}) for q in qrels}
+    full = {q: {d: round(s, SCORE_DECIMALS) for d, s in run.get(q, {}).items()} for q in qrels}
     top10 = {q: dict(_trec_order(docs)[:10]) for q, docs in full.items()}
     per_query = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.100"}).evaluate(full)
     rr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(top10)

@@ -85,10 +85,16 @@ def model_info(embedder: Embedder) -> dict:
     }
 
 
-def write_report(out: str | Path, name: str, report: dict) -> list[Path]:
-    """Write the JSON, markdown and PNG of ``report`` (keys: ``grid_metric``, ``grid`` rows, optional ``plans``)."""
+def check_name(name: str) -> str:
+    """``name`` if it can name the report files (checked before a run spends minutes encoding)."""
     if not name or "/" in name or name.startswith("."):
         raise ValueError(f"name: expected a file name without '/', got {name!r}")
+    return name
+
+
+def write_report(out: str | Path, name: str, report: dict) -> list[Path]:
+    """Write the JSON, markdown and PNG of ``report`` (keys: ``grid_metric``, ``grid`` rows, optional ``plans``)."""
+    check_name(name)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.json", out / f"{name}.md", out / f"{name}.png"]
@@ -159,7 +165,7 @@ def markdown(report: dict) -> str:
             lines.append(
                 f"| {p['plan']}{' (exact)' if p['exact'] else ''} | {p['ndcg@10']:.2f} | {p['mrr@10']:.2f} | "
                 f"{p['recall@100']:.2f} | {p['recall_at_k']:.3f} | {p['queries_per_s']:,.0f} | {p['ms_per_batch']:.1f} | "
-                f"{p['flops_per_query'] / 1e6:.2f} |"
+                f"{p['flops_per_query'] / 1e6:.3g} |"
             )
     if report.get("crosscheck"):
         c = report["crosscheck"]
@@ -168,7 +174,7 @@ def markdown(report: dict) -> str:
             f"{c['tool']} at {tuple(c['point'])}: nDCG@10 {c['ndcg@10']:.2f}, MRR@10 {c['mrr@10']:.2f}, "
             f"Recall@100 {c['recall@100']:.2f}. This harness: nDCG@10 {c['ours']['ndcg@10']:.2f}; "
             f"difference {c['ndcg@10_difference']:+.2f} (tolerance {c['tolerance']}; "
-            f"{_verdict(c['agrees'])}). Qrels graded: {c['qrels_graded']}."
+            f"{_verdict(c)}). Qrels graded: {c['qrels_graded']}."
         )
         if "min_cosine_vs_st_encode" in c:
             lines.append(
@@ -183,10 +189,15 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _verdict(agrees: bool | None) -> str:
-    if agrees is None:
+def _verdict(check: dict) -> str:
+    if check["agrees"] is not None:
+        return "agrees" if check["agrees"] else "DISAGREES"
+    if check["qrels_graded"]:
         return "not comparable: graded qrels, the reference counts relevance as binary"
-    return "agrees" if agrees else "DISAGREES"
+    return (
+        f"not comparable: {check['queries_without_relevant']} queries have no relevant document, "
+        "the reference leaves them out and this harness counts them as 0"
+    )
 
 
 def plot(report: dict, path: Path) -> None:

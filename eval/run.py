@@ -19,7 +19,7 @@ from telescope.eval.cache import EmbeddingCache
 from telescope.eval.crosscheck import st_information_retrieval
 from telescope.eval.datasets import read_beir, read_sts
 from telescope.eval.grid import parse_grid, shared_prefix
-from telescope.eval.report import command_line, environment, model_info, write_report
+from telescope.eval.report import check_name, command_line, environment, model_info, write_report
 from telescope.eval.sts import evaluate_sts
 from telescope.index import Plan
 
@@ -41,8 +41,11 @@ def parse_plans(spec: str | None) -> list[Plan] | None:
         return None
     if spec.strip() == "none":
         return []
+    parts = [p.strip() for p in spec.split(";") if p.strip()]
+    if not parts:
+        raise ValueError(f"plans: expected 'default', 'none' or plans separated by ';', got {spec!r}")
     plans = []
-    for part in [p.strip() for p in spec.split(";") if p.strip()]:
+    for part in parts:
         try:
             plans.append(Plan.parse(part))
         except ValueError as e:
@@ -68,6 +71,12 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _comparable(reference: dict) -> bool:
+    """Whether the reference measures what the harness does: it counts relevance as binary (graded qrels differ)
+    and leaves out queries with no relevant document (the harness counts them as 0)."""
+    return not reference["qrels_graded"] and not reference["queries_without_relevant"]
+
+
 def _name(kind: str, data_name: str, query: Embedder, doc: Embedder) -> str:
     models = query.manifest.id if query is doc else f"{query.manifest.id}-vs-{doc.manifest.id}"
     return re.sub(r"[^A-Za-z0-9._-]+", "-", f"eval-{kind}-{data_name}-{models}")
@@ -90,11 +99,12 @@ def run_sts(
     sts = read_sts(data)
     query, doc = load_models(model, query_model, doc_model)
     points = parse_grid(grid, query, doc)
+    name = check_name(name or _name("sts", Path(data).stem, query, doc))
     cache = EmbeddingCache(cache_dir)
     result = evaluate_sts(query, sts, points, doc, cache, batch_size, show_progress)
     report = _base("sts", query, doc, argv)
     report.update(
-        name=name or _name("sts", Path(data).stem, query, doc),
+        name=name,
         data={"path": str(data), "layout": sts.layout, "hash": sts.hash, "size": f"{len(sts)} pairs", "pairs": len(sts)},
         grid_metric="spearman",
         grid=result.rows(),
@@ -129,6 +139,7 @@ def run_beir(
     query, doc = load_models(model, query_model, doc_model)
     points = parse_grid(grid, query, doc)
     plan_list = parse_plans(plans)
+    name = check_name(name or _name("beir", f"{Path(data).name}-{split}", query, doc))
     if crosscheck:
         if query is not doc:
             raise ValueError("crosscheck: expected one model (the reference evaluator has no cross-model mode), got two")
@@ -140,7 +151,7 @@ def run_beir(
     )
     report = _base("beir", query, doc, argv)
     report.update(
-        name=name or _name("beir", f"{Path(data).name}-{split}", query, doc),
+        name=name,
         data={
             "path": str(data),
             "split": split,
@@ -171,8 +182,7 @@ def run_beir(
             "ours": ours,
             "ndcg@10_difference": round(difference, 4),
             "tolerance": CROSSCHECK_TOLERANCE,
-            # the reference counts relevance as binary: on graded qrels the two measure different things
-            "agrees": None if reference["qrels_graded"] else abs(difference) <= CROSSCHECK_TOLERANCE,
+            "agrees": abs(difference) <= CROSSCHECK_TOLERANCE if _comparable(reference) else None,
         }
     report["wall_s"] = round(time.perf_counter() - start, 2)
     report["cpu_s"] = round(_cpu_s() - cpu, 2)

@@ -49,6 +49,11 @@ def evaluate_sts(
     show_progress: bool = False,
 ) -> StsResult:
     """Spearman x100 per point; sentence1 by ``query_model``, sentence2 by ``doc_model`` (default: the same)."""
+    if len(set(data.scores)) < 2:
+        raise ValueError(
+            f"{data.path}: score: expected at least two different gold scores (Spearman's rho is undefined "
+            f"otherwise), got {len(data)} pairs all scored {data.scores[0]:g}"
+        )
     doc_model = doc_model or query_model
     cache = cache or EmbeddingCache(None)
     if doc_model is query_model:
