@@ -97,12 +97,18 @@ class EmbeddingCache:
             for layer in missing:
                 out[layer] = encoded[(layer, embedder.full_dim)].astype(np.float32, copy=False)
                 self.misses += 1
-                if self.root is None:
-                    self._memory[(model_key(embedder), data, layer)] = out[layer]
-                path = self._path(embedder, data, layer)
-                if path is not None:
-                    _write_atomic(path, lambda f, v=out[layer]: np.save(f, v))
+                self._store(embedder, data, layer, out[layer])
         return out
+
+    def put(self, embedder: Embedder, texts: Sequence[str], layer: int, vectors: np.ndarray) -> None:
+        """Make ``vectors`` the entry of ``embedder``'s ``layer`` over ``texts`` (written atomically)."""
+        self._store(embedder, texts_hash(texts), layer, np.asarray(vectors, dtype=np.float32))
+
+    def _store(self, embedder: Embedder, data: str, layer: int, vectors: np.ndarray) -> None:
+        if self.root is None:
+            self._memory[(model_key(embedder), data, layer)] = vectors
+        else:
+            _write_atomic(self._path(embedder, data, layer), lambda f: np.save(f, vectors))
 
     def _path(self, embedder: Embedder, data: str, layer: int) -> Path | None:
         if self.root is None:
