@@ -114,10 +114,11 @@ class Plan:
         return self.stages[-1].keep
 
     def flops(self, n: int) -> int:
-        """Multiply-adds per query over ``n`` vectors when stage one is an exact scan."""
+        """Multiply-adds per query over ``n`` vectors when stage one is an exact scan (a shortlist holds at most
+        ``n``)."""
         cost = n * self.stages[0].dim
         for prev, s in zip(self.stages, self.stages[1:]):
-            cost += prev.keep * s.dim
+            cost += min(prev.keep, n) * s.dim
         return cost
 
     @functools.lru_cache(maxsize=4096)  # noqa: B019 - as for_k

@@ -136,6 +136,7 @@ def test_plan_written_form_round_trips():
     p = Plan.parse("32:400, 128:100,384:10")
     assert str(p) == "32:400,128:100,384:10" and Plan.of([(32, 400), (128, 100), (384, 10)]) == p
     assert p.flops(1000) == 1000 * 32 + 400 * 128 + 100 * 384
+    assert p.flops(60) == 60 * 32 + 60 * 128 + 60 * 384  # shortlists cannot outgrow the collection
     assert str(p.for_k(50)) == "32:400,128:100,384:50"
 
 
