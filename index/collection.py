@@ -7,11 +7,14 @@ On disk::
     seg-<gen>.meta.parquet   row, id, model_version, payload (JSON text): queryable with DuckDB
     deleted-<gen>.npy        rows that are dead (deleted or replaced)
     stage1-<gen>.faiss       the stage-one index when it is not Flat (Flat is rebuilt on open, as fast as a load)
+                             and holds rows (an IVF with fewer rows than it trains on has none yet)
     wal-<gen>.log            writes acknowledged since that generation was committed
 
 A write is acknowledged when its WAL record is fsynced. ``commit()`` writes new segment files, then the new
 manifest (atomic rename), then starts a new WAL: a crash at any point leaves the last manifest readable, and its
 WAL replays every acknowledged write after it. Files no manifest names are debris of a cut commit and removed.
+A manifest write that fails after its rename (the directory fsync) raises, but the disk holds the new manifest:
+so does memory then, and later writes go to that generation's WAL.
 
 One process writes a collection at a time (an flock on ``LOCK``); any number may open it read-only. A commit
 removes the files of the generation before it: a read-only open that finds them gone reads the new manifest and
@@ -170,6 +173,15 @@ class Collection:
             except BlockingIOError:
                 os.close(lock_fd)
                 raise RuntimeError(f"collection: {str(path)!r} is open for writing by another process") from None
+        try:
+            return cls._load_tries(path, read_only, lock_fd)
+        except BaseException:
+            if lock_fd is not None:  # a failed open holds no lock: a later one (the disk back) may take it
+                os.close(lock_fd)
+            raise
+
+    @classmethod
+    def _load_tries(cls, path: Path, read_only: bool, lock_fd: int | None) -> "Collection":
         manifest = _read_manifest(path)
         for tries in range(1, OPEN_TRIES + 1):
             try:
@@ -185,13 +197,18 @@ class Collection:
                 manifest = latest
 
     def close(self) -> None:
+        """Commit and let go of the files and the write lock. A commit that fails (a failing disk) raises with the
+        collection closed still: every acknowledged write is in the WAL, and the next open replays it."""
         with self._lock:
-            if self._wal is not None:
+            if self._lock_fd is None:  # read-only, or closed already
+                return
+            try:
                 if self._rows.n > self._committed_rows or self._wal_records:
                     self.commit()
-                self._wal.close()
-                self._wal = None
-            if self._lock_fd is not None:
+            finally:
+                if self._wal is not None:
+                    self._wal.close()
+                    self._wal = None
                 os.close(self._lock_fd)
                 self._lock_fd = None
 
@@ -371,9 +388,28 @@ class Collection:
         self._wal_records = getattr(self, "_wal_records", 0) + 1
 
     def _writable(self) -> WriteAheadLog:
-        if self._wal is None:
+        if self._lock_fd is None:
             raise RuntimeError(f"collection: {str(self.path)!r} is open read-only or closed")
+        if self._wal is None:  # the last commit could not start its log (a failing disk): start it now
+            self._wal = WriteAheadLog(self.path / f"wal-{self.generation:06d}.log", 0)
         return self._wal
+
+    def _write_manifest(self, manifest: dict) -> None:
+        """Write ``manifest`` atomically and hold it as this collection's. A write that fails after its rename
+        (the directory's fsync) raises with the manifest on disk, where every reader opens it: memory holds it too."""
+        try:
+            write_json(self.path / MANIFEST, manifest)
+        except BaseException:
+            if self._on_disk(manifest):
+                self._manifest = manifest
+            raise
+        self._manifest = manifest
+
+    def _on_disk(self, manifest: dict) -> bool:
+        try:
+            return _read_manifest(self.path) == json.loads(json.dumps(manifest))
+        except (OSError, ValueError):
+            return False
 
     def commit(self, compact: bool | None = None) -> None:
         """Make everything written so far part of the committed state (atomic), and start a new WAL.
@@ -381,13 +417,14 @@ class Collection:
         ``compact`` rewrites all live rows as one segment; by default it runs when dead rows exceed a third.
         """
         with self._lock:
-            wal = self._writable()
+            self._writable()
             rows = self._rows
             dead = rows.n - rows.live_count
             if compact is None:
                 compact = dead > 1000 and dead > rows.n / 3
             segments = list(self._manifest["segments"])
             before = (self._rows, dict(self._stage_ones), self._committed_rows)
+            manifest = None
             try:
                 if compact:
                     self._rows = rows = rows.compacted()
@@ -405,23 +442,34 @@ class Collection:
                     write_npy(self.path / deleted, np.flatnonzero(~rows.alive))
                 manifest = dict(self._manifest, generation=gen, segments=segments, deleted=deleted)
                 manifest["stage_one_file"] = self._write_stage_one(gen)
-                write_json(self.path / MANIFEST, manifest)
-            except BaseException:  # cut before the manifest: the committed state is the old one, in memory too
-                self._rows, self._stage_ones, self._committed_rows = before
+                self._write_manifest(manifest)
+            except BaseException:
+                if self._manifest is not manifest:  # cut before the manifest: the old state is committed, in memory too
+                    self._rows, self._stage_ones, self._committed_rows = before
+                    raise
+                self._start_generation()  # the manifest landed, making it durable failed: the disk is at ``gen``
                 raise
-            self._manifest = manifest
-            self._committed_rows = rows.n
-            wal.close()
-            new_wal = self.path / f"wal-{gen:06d}.log"
-            self._wal = WriteAheadLog(new_wal, 0)
-            self._wal_records = 0
-            self._remove_debris(keep={new_wal.name})
+            self._start_generation()
+
+    def _start_generation(self) -> None:
+        """Follow the manifest just written: every row is committed, a new WAL starts, older files go."""
+        self._committed_rows = self._rows.n
+        self._wal.close()
+        self._wal, self._wal_records = None, 0
+        new_wal = self.path / f"wal-{self.generation:06d}.log"
+        self._wal = WriteAheadLog(new_wal, 0)
+        self._remove_debris(keep={new_wal.name})
 
     def _write_stage_one(self, gen: int) -> dict | None:
         cfg = self._manifest["stage_one"]
         if cfg["factory"] == "Flat" or self._rows.n == 0:
             return None
-        s1 = self._stage_one(cfg["dim"])
+        try:
+            s1 = self._stage_one(cfg["dim"])
+        except ValueError:
+            if self._stage_ones[cfg["dim"]].index.is_trained:
+                raise
+            return None  # too few rows to train it (IVF) yet: a later search or commit builds it from the rows
         name = f"stage1-{gen:06d}.faiss"
         write_atomic(self.path / name, lambda tmp: s1.write(str(tmp)))
         return {"name": name, "rows": s1.ntotal}
@@ -665,8 +713,7 @@ class Collection:
                 manifest = dict(self._manifest, default_plan=str(plan))
                 if properties is not None:
                     manifest["properties"] = properties
-                write_json(self.path / MANIFEST, manifest)
-                self._manifest = manifest
+                self._write_manifest(manifest)
                 return
             self.commit(compact=True)  # the WAL is empty and the live rows one segment from here on
             manifest = dict(self._manifest, default_plan=str(plan))
@@ -693,8 +740,9 @@ class Collection:
             self._committed_rows = 0
             try:
                 self.commit(compact=False)
-            except BaseException:  # the disk holds the old dim still: so does memory (later writes replay at it)
-                self._manifest, self.dim, self._rows, self._stage_ones, self._committed_rows = before
+            except BaseException:
+                if self.generation == before[0]["generation"]:  # the disk holds the old dim still: so does memory
+                    self._manifest, self.dim, self._rows, self._stage_ones, self._committed_rows = before
                 raise
 
     def set_default_plan(self, plan: Plan | str) -> None:
@@ -703,9 +751,7 @@ class Collection:
         plan.check_dim(self.dim)
         with self._lock:
             self._writable()
-            manifest = dict(self._manifest, default_plan=str(plan))
-            write_json(self.path / MANIFEST, manifest)
-            self._manifest = manifest
+            self._write_manifest(dict(self._manifest, default_plan=str(plan)))
 
     def _stage_one(self, dim: int) -> StageOne:
         """The stage-one index for a prefix dim, brought up to date with the rows (built on first use).

@@ -12,6 +12,7 @@ checksum is written here because Arrow's stream format has none and cannot tell 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import zlib
@@ -67,26 +68,33 @@ class WriteAheadLog:
         if good_end is None:
             _, good_end = read_records(path)
         self._file = open(path, "ab", buffering=0)  # unbuffered: a failed write leaves no bytes in a buffer
+        self._end = good_end  # where the last good record ends
         if self._file.tell() > good_end:
-            self._file.truncate(good_end)
-            self._file.seek(good_end)
+            self._cut_back()
             os.fsync(self._file.fileno())
         fsync_dir(path.parent)
 
     def append(self, batch: pa.RecordBatch) -> None:
         """Write and fsync one record. When that fails (a full disk, an I/O error) the call raises and the log
         is cut back to where it was: a write not acknowledged leaves no record, and the next one follows the
-        last good record (a torn record before it would hide it from every reader)."""
-        end = self._file.tell()
+        last good record (a torn record before it would hide it from every reader). Where cutting back fails
+        too, the next append cuts first, and raises when it cannot."""
+        self._cut_back()
         try:
             record = memoryview(encode_record(batch))
             while record:
                 record = record[self._file.write(record) :]
             os.fsync(self._file.fileno())
         except BaseException:
-            self._file.truncate(end)
-            self._file.seek(end)
+            with contextlib.suppress(OSError):
+                self._cut_back()
             raise
+        self._end = self._file.tell()
+
+    def _cut_back(self) -> None:
+        if self._file.tell() != self._end:
+            self._file.truncate(self._end)
+            self._file.seek(self._end)
 
     def close(self) -> None:
         self._file.close()
