@@ -12,20 +12,24 @@ answers; ``close`` stops it between two batches, and the next start resumes it.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import threading
+import uuid
 from pathlib import Path
 
 from telescope.embedder import DEFAULT_MODEL, Embedder, load_embedder
 from telescope.embedder.model import model_location
 from telescope.index import Collection
+from telescope.index.wal import fsync_dir
 from telescope.pipelines.backfill import BackgroundBackfill
 from telescope.pipelines.ingest import check_collection_dim
 from telescope.pipelines.rollout import ACTIVE, KEY as ROLLOUT, rollout_status, settle
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 MANIFEST = "manifest.json"
+DELETED = ".deleted-"  # a deleted collection's directory while its files go (no collection name starts with '.')
 
 
 def check_name(name: str, field: str = "name") -> str:
@@ -53,7 +57,9 @@ class Registry:
         """Open every collection under the data directory and load the models they name; returns their names."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.embedder(self.default_model)
-        for path in sorted(p for p in self.data_dir.iterdir() if (p / MANIFEST).is_file()):
+        for gone in self.data_dir.glob(f"{DELETED}*"):  # a delete cut short: its name was given up already
+            shutil.rmtree(gone, ignore_errors=True)
+        for path in sorted(p for p in self.data_dir.iterdir() if not p.name.startswith(DELETED) and (p / MANIFEST).is_file()):
             collection = Collection.open(path)
             with self._lock:
                 self._collections[path.name] = collection
@@ -142,7 +148,9 @@ class Registry:
             return collection
 
     def delete(self, name: str) -> int:
-        """Close a collection and remove its directory; returns how many points it held."""
+        """Close a collection and remove its directory; returns how many points it held. The directory is first
+        renamed out of the collection names (atomic), so a crash while its files go leaves no half collection that
+        the next start would fail to open."""
         with self._lock:
             collection = self.collection(name, field="name")
             job = self._backfills.pop(name, None)
@@ -151,7 +159,10 @@ class Registry:
             del self._collections[name]
             points = len(collection)
             collection.close()
-            shutil.rmtree(collection.path)
+            gone = collection.path.with_name(f"{DELETED}{name}-{uuid.uuid4().hex[:8]}")
+            os.replace(collection.path, gone)
+            fsync_dir(self.data_dir)
+            shutil.rmtree(gone)
             return points
 
     # -- models ------------------------------------------------------------------------------------------------

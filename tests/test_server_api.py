@@ -4,6 +4,7 @@ health, reflection, gzip, TLS, deadlines."""
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 import time
 
 import grpc
@@ -49,6 +50,29 @@ def test_collections_create_get_list_delete(client, tiny_model_path):
     with pytest.raises(RemoteError) as e:
         client.get_collection("scratch")
     assert e.value.code == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_delete_cut_short_leaves_a_server_that_starts_without_it(tmp_path, tiny_model_path, monkeypatch):
+    """The process dies while the deleted collection's files go: the next start must not trip over what is left."""
+    import telescope.server.registry as registry
+
+    def die_half_way(path, *args, **kwargs):
+        for segment in sorted(Path(path).glob("seg-*")):
+            segment.unlink()
+        raise SystemExit("killed while deleting")
+
+    with running_server(tmp_path, tiny_model_path) as srv, Client(srv.target) as client:
+        fill(client, "kept", n=20)
+        fill(client, "doomed", n=20)
+        srv.state.registry.collection("doomed").commit()
+        monkeypatch.setattr(registry.shutil, "rmtree", die_half_way)
+        with pytest.raises(SystemExit):
+            srv.state.registry.delete("doomed")
+    monkeypatch.undo()
+    with running_server(tmp_path, tiny_model_path) as srv, Client(srv.target) as client:
+        assert [c.name for c in client.list_collections()] == ["kept"]
+        assert client.get_collection("kept").points == 20
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]
 
 
 def test_a_float16_collection_over_grpc_says_so_and_finds_its_points(client):
