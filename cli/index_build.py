@@ -108,6 +108,7 @@ def build(
         embedder = load_embedder(model_ref)
         check_options(embedder, dataclasses.replace(options, dim=dim or embedder.full_dim))  # a refusal creates nothing
         props, full_dim = collection_model_properties(model_ref, options.layer)
+        props = dict(props, text_field=text_column)  # where its payloads hold the text: backfills read it there
         c = Collection.create(collection, dim or full_dim, properties=props, vector_dtype=vector_dtype)
     with c:
         embedder = load_embedder(model_ref) if embedder is None else embedder

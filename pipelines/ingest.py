@@ -28,6 +28,7 @@ from telescope.embedder.progress import progress_bar
 from telescope.index import Collection
 
 LAYERS = "layers"  # collection property: {model version: the layer its vectors were built at}, shallow ones only
+TEXT_FIELD = "text"  # the payload field holding a point's text, unless the collection records another (text_field)
 POINTS_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("payload", pa.string()), ("doc", pa.string())])
 
 
@@ -169,6 +170,11 @@ def text_layer(collection: Collection, embedder: Embedder) -> int:
     the last."""
     layer = collection.properties.get(LAYERS, {}).get(embedder.manifest.tag)
     return embedder.num_layers if layer is None else int(layer)
+
+
+def text_field(collection: Collection) -> str:
+    """The payload field a collection's points hold their text in: ``index build --text-column`` records it."""
+    return collection.properties.get("text_field", TEXT_FIELD)
 
 
 def layer_properties(embedder: Embedder, layer: int | None) -> dict:

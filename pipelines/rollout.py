@@ -31,11 +31,10 @@ from dataclasses import asdict, dataclass
 from telescope.embedder import Embedder
 from telescope.index import Collection, Plan, Stage
 from telescope.pipelines.backfill import BackfillReport, backfill, text_of
-from telescope.pipelines.ingest import LAYERS
+from telescope.pipelines.ingest import LAYERS, TEXT_FIELD, text_field as collection_text_field
 
 KEY = "rollout"
 ACTIVE = ("backfilling", "aborting")
-TEXT_FIELD = "text"  # the payload field a backfill re-embeds, unless the rollout records another
 
 
 @dataclass(frozen=True)
@@ -161,7 +160,8 @@ def _record_text_field(collection: Collection, text_field: str | None) -> Rollou
 def start_rollout(collection: Collection, new: Embedder, location: str, text_field: str | None = None) -> RolloutStatus:
     """Serve ``new`` at once (``location`` is how the collection records it: "default" or a folder).
 
-    ``text_field`` is the payload field holding each point's text (default ``"text"``), recorded with the rollout
+    ``text_field`` is the payload field holding each point's text (default: the collection's, see
+    ``pipelines.ingest.text_field``), recorded with the rollout
     so that every backfill of it, the server's too, reads the same; a first point without it is refused before
     anything changes. Rerunning it for the rollout in progress changes nothing but the recorded ``text_field``
     when given (then resume with ``run_backfill``); for the rollout that completed, it changes nothing either and
@@ -179,7 +179,7 @@ def start_rollout(collection: Collection, new: Embedder, location: str, text_fie
             f"({record['from']['model_version']} -> {record['to']['model_version']}); let it finish or --abort it"
         )
     prefix = check_compatible(collection, new)
-    text_field = TEXT_FIELD if text_field is None else text_field
+    text_field = collection_text_field(collection) if text_field is None else text_field
     check_text_field(collection, text_field, new.manifest.tag)
     plan = collection.default_plan
     now = time.time()

@@ -16,6 +16,7 @@ import numpy as np
 from telescope.index import Collection
 from telescope.index.checks import check_ids
 from telescope.pipelines import ingest
+from telescope.pipelines.ingest import text_field
 from telescope.proto.telescope.v1 import common_pb2, points_pb2 as pb
 from telescope.proto.telescope.v1 import points_pb2_grpc
 from telescope.server.convert import payload_dict, struct_message, vector_message, vector_values
@@ -90,13 +91,13 @@ class PointsServicer(points_pb2_grpc.PointsServicer):
         self, request: pb.UpsertPointsRequest, collection: Collection, ids: list[str], payloads: list[dict],
         context: grpc.ServicerContext,
     ) -> tuple[int, int]:
-        texts = []
+        texts, field = [], text_field(collection)
         for i, point in enumerate(request.points):
             if not point.text.strip():
                 raise ValueError(f"points[{i}].text: expected a non-empty text, got {point.text!r}")
             self.state.limits.check_text(f"points[{i}].text", point.text)
             texts.append(point.text)
-            payloads[i].setdefault("text", point.text)
+            payloads[i].setdefault(field, point.text)
         embedder = self.state.registry.query_model(collection)
         if request.model_version not in ("", embedder.manifest.tag):
             raise ValueError(

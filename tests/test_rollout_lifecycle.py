@@ -50,10 +50,10 @@ def test_bad_backfill_options_are_refused_before_the_collection_switches(tmp_pat
 def test_a_missing_text_field_is_refused_before_the_collection_switches(tmp_path, tiny_model_path, new_model_path,
                                                                         capsys):  # noqa: F811
     build_with_body(tmp_path / "c", tiny_model_path, capsys)
-    code, _, err = run_cli(["rollout", str(tmp_path / "c"), "--model", str(new_model_path)], capsys)
+    argv = ["rollout", str(tmp_path / "c"), "--model", str(new_model_path)]
+    code, _, err = run_cli([*argv, "--text-field", "text"], capsys)
     assert code == 2 and "payload['text'] of point 'd0': expected the text to re-embed, got None" in err
     assert_untouched(tmp_path / "c")
-    argv = ["rollout", str(tmp_path / "c"), "--model", str(new_model_path)]
     assert run_cli([*argv, "--text-field", "body", "--no-backfill"], capsys)[0] == 0
     code, _, err = run_cli([*argv, "--text-field", "title"], capsys)  # a resume naming a field the points lack
     assert code == 2 and "payload['title'] of point 'd0': expected the text to re-embed, got None" in err
@@ -130,3 +130,18 @@ def test_points_rewritten_by_the_new_model_meanwhile_count_as_skipped(tmp_path, 
     assert (report.written, report.skipped, report.remaining) == (39, 1, 0)
     assert c.get(["d30"])[0].payload == {"text": "rewritten"} and rollout_status(c).state == "complete"
     c.close()
+
+
+def test_a_collection_built_from_another_text_column_keeps_texts_there(tmp_path, tiny_model_path, new_model_path,
+                                                                       capsys):  # noqa: F811
+    """index build --text-column body records it: the server's text upserts store their text under body too, and
+    a rollout backfills from body without being told."""
+    data = tmp_path / "data"
+    build_with_body(data / "docs", tiny_model_path, capsys)
+    with running_server(data, tiny_model_path) as server, Client(server.target) as client:
+        client.upsert("docs", ["late"], texts=["a late document"])
+        assert client.get("docs", ["late"])[0].payload == {"body": "a late document"}
+    code, out, err = run_cli(["rollout", str(data / "docs"), "--model", str(new_model_path)], capsys)
+    assert code == 0, err
+    status = json.loads(out[out.index("{"):])
+    assert (status["state"], status["backfilled"], status["text_field"]) == ("complete", 41, "body")
