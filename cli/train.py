@@ -62,11 +62,14 @@ def train(
         if len(data) != 1 or steps is not None:
             raise ValueError(f"--objective unified: expected one --data file and --epochs (not --steps), got {len(data)} file(s), steps={steps}")
         run_unified(data[0], out, field or [], model=base, kind=kind, rows=rows, chunk_dim=chunk_dim, tail_dim=tail_dim,
-                    epochs=int(epochs or 3), batch_size=batch_size, lr=head_lr, seed=seed, echo=typer.echo)
+                    epochs=_whole_epochs(epochs), batch_size=batch_size, lr=head_lr, seed=seed, echo=typer.echo)
         return
 
-    from telescope.embedder.training import DEFAULT_STS_DEV, TrainConfig, parse_pairs
+    from telescope.embedder.training import DEFAULT_STS_DEV, OBJECTIVES, TrainConfig, parse_pairs
     from telescope.embedder.training import train as run
+
+    if objective not in OBJECTIVES:
+        raise ValueError(f"--objective: expected one of {', '.join(OBJECTIVES)}, unified; got {objective!r}")
 
     config = TrainConfig(
         objective=objective,
@@ -104,3 +107,12 @@ def train(
         f"{t['steps_per_second']} steps/s, peak RSS {t['peak_rss_mb']} MB; "
         f"STS-B dev mean over pairs {manifest.eval.get('stsb_dev_pairs_mean')}"
     )
+
+
+def _whole_epochs(epochs: float | None) -> int:
+    """``--objective unified`` trains whole passes: 3 by default; 2.5 is refused, not truncated to 2."""
+    if epochs is None:
+        return 3
+    if not (epochs >= 1 and float(epochs).is_integer()):
+        raise ValueError(f"--epochs: expected a whole number >= 1 for --objective unified, got {epochs}")
+    return int(epochs)

@@ -137,14 +137,20 @@ class TrainConfig:
                 raise ValueError(f"{name}: expected > 0, got {getattr(self, name)!r}")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio: expected a fraction in [0, 1), got {self.warmup_ratio!r}")
-        if self.kl_weight < 0:
+        if not self.kl_weight >= 0:  # `not >=`: NaN is refused too
             raise ValueError(f"kl_weight: expected >= 0 (0 turns the KL term off), got {self.kl_weight!r}")
         if not self.kl_temperature > 0:
             raise ValueError(f"kl_temperature: expected > 0, got {self.kl_temperature!r}")
         if self.max_rows is not None and self.max_rows < 1:
             raise ValueError(f"max_rows: expected >= 1, got {self.max_rows!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"seed: expected an integer, got {self.seed!r}")
         if self.pairs is not None:
-            self.pairs = [(int(layer), int(dim)) for layer, dim in self.pairs]
+            self.pairs = _integer_pairs(self.pairs)
+        for name in ("new_weight", "influence_weight", "align_old_weight", "align_new_weight"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ValueError(f"{name}: expected a number >= 0, got {value!r}")
         if self.objective in COMPAT_OBJECTIVES:
             if not self.old_model:
                 raise ValueError(f"old_model: expected a model folder (or 'default') for --objective {self.objective}, got none")
@@ -164,6 +170,18 @@ class TrainConfig:
         data["pairs"] = [list(p) for p in self.pairs] if self.pairs else None
         data["data_sha256"] = [file_sha256(Path(d)) for d in self.data]
         return data
+
+
+def _integer_pairs(pairs: Sequence[Any]) -> list[tuple[int, int]]:
+    """``pairs`` as (layer, dim) integer tuples; raise naming the bad item (the model checks the ranges)."""
+    from telescope.embedder.losses.layers import is_integer_pair
+
+    if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Sequence):
+        raise ValueError(f"pairs: expected a list of (layer, dim) pairs, got {pairs!r}")
+    for pair in pairs:
+        if not is_integer_pair(pair):
+            raise ValueError(f"pairs: expected (layer, dim) pairs of two integers, got {pair!r} in {list(pairs)!r}")
+    return [(int(layer), int(dim)) for layer, dim in pairs]
 
 
 def parse_pairs(text: str) -> list[tuple[int, int]]:

@@ -11,6 +11,7 @@ pooling, or multi-layer trainable pooling over the first ``l`` layers), here.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -90,16 +91,35 @@ def score_kl(student: list[Tensor], teacher: list[Tensor], temperature: float) -
 
 
 def check_pairs(pairs: Sequence[tuple[int, int]], model: SentenceTransformer) -> list[tuple[int, int]]:
-    """Validate (layer, dim) pairs against the model; raise naming the bad pair."""
+    """Validate (layer, dim) pairs against the model; raise naming the bad pair.
+
+    Each pair is two integers (a float such as 1.5 is refused, not truncated) with ``1 <= layer <= L`` and
+    ``1 <= dim <= D``; a pair given twice is refused (a loss summing over pairs would count it twice).
+    """
     depth, full = num_layers(model), int(model.get_embedding_dimension())
     if not pairs:
         raise ValueError("pairs: expected at least one (layer, dim), got none")
     checked = []
     for pair in pairs:
-        if len(pair) != 2:
-            raise ValueError(f"pairs: expected (layer, dim) tuples, got {pair!r}")
+        if not is_integer_pair(pair):
+            raise ValueError(f"pairs: expected (layer, dim) tuples of two integers, got {pair!r}")
         layer, dim = int(pair[0]), int(pair[1])
         if not (1 <= layer <= depth and 1 <= dim <= full):
             raise ValueError(f"pairs: expected 1 <= layer <= {depth} and 1 <= dim <= {full}, got ({layer}, {dim})")
+        if (layer, dim) in checked:
+            raise ValueError(f"pairs: expected each (layer, dim) once, got ({layer}, {dim}) twice in {list(pairs)!r}")
         checked.append((layer, dim))
     return checked
+
+
+def is_integer(value: object) -> bool:
+    """An integer (``numbers.Integral``, not bool) or an integral float such as 16.0."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, numbers.Integral):
+        return True
+    return isinstance(value, float) and value.is_integer()
+
+
+def is_integer_pair(pair: object) -> bool:
+    return isinstance(pair, Sequence) and not isinstance(pair, str) and len(pair) == 2 and all(map(is_integer, pair))

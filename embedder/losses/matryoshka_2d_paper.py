@@ -33,7 +33,7 @@ from typing import Any
 from sentence_transformers import SentenceTransformer
 from torch import Tensor, nn
 
-from telescope.embedder.losses.layers import nested_embeddings, num_layers, score_kl
+from telescope.embedder.losses.layers import is_integer, nested_embeddings, num_layers, score_kl
 
 
 class Matryoshka2dPaperLoss(nn.Module):
@@ -66,15 +66,14 @@ class Matryoshka2dPaperLoss(nn.Module):
         self.full_dim = int(model.get_embedding_dimension())
         if self.depth < 2:
             raise ValueError(f"model: expected at least 2 transformer layers to sample a shallow one, got {self.depth}")
-        bad = [d for d in dims if int(d) < 1]
-        if bad:
-            raise ValueError(f"dims: expected positive integers, got {list(dims)}")
+        if not all(is_integer(d) and d >= 1 for d in dims):
+            raise ValueError(f"dims: expected positive integers, got {list(dims)!r}")
         self.dims = sorted({int(d) for d in dims if int(d) < self.full_dim})
         if not self.dims:
             raise ValueError(f"dims: expected at least one dim below the full dim {self.full_dim}, got {list(dims)}")
-        if kl_weight < 0:
+        if not kl_weight >= 0:  # `not >=`: NaN is refused too
             raise ValueError(f"kl_weight: expected >= 0 (0 turns the KL term off), got {kl_weight}")
-        if kl_temperature <= 0:
+        if not kl_temperature > 0:
             raise ValueError(f"kl_temperature: expected > 0, got {kl_temperature}")
         self.kl_weight = float(kl_weight)
         self.kl_temperature = float(kl_temperature)

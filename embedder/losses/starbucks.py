@@ -70,20 +70,25 @@ class StarbucksLoss(nn.Module):
         self.model = model
         self.loss = loss
         self.pairs = check_pairs(pairs, model)
+        self.full = (num_layers(model), int(model.get_embedding_dimension()))
         if pair_weights is None:
             pair_weights = [1.0] * len(self.pairs)
         if len(pair_weights) != len(self.pairs):
             raise ValueError(f"pair_weights: expected {len(self.pairs)} weights (one per pair), got {len(pair_weights)}")
-        if any(w < 0 for w in pair_weights):
+        if not all(w >= 0 for w in pair_weights):  # `not >=`: NaN is refused too
             raise ValueError(f"pair_weights: expected weights >= 0, got {list(pair_weights)}")
         self.pair_weights = [float(w) for w in pair_weights]
-        if kl_weight < 0:
+        if not kl_weight >= 0:
             raise ValueError(f"kl_weight: expected >= 0 (0 turns the KL term off), got {kl_weight}")
-        if kl_temperature <= 0:
+        if not kl_temperature > 0:
             raise ValueError(f"kl_temperature: expected > 0, got {kl_temperature}")
+        if not any(self.pair_weights) and not (kl_weight and any(p != self.full for p in self.pairs)):
+            raise ValueError(
+                f"pair_weights: expected at least one weight > 0 (or a KL term), got {self.pair_weights} "
+                f"with kl_weight={kl_weight}"
+            )
         self.kl_weight = float(kl_weight)
         self.kl_temperature = float(kl_temperature)
-        self.full = (num_layers(model), int(model.get_embedding_dimension()))
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
         sentence_features = list(sentence_features)
