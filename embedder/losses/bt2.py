@@ -128,6 +128,9 @@ class BT2Loss(nn.Module):
 
     def _frozen_embeddings(self, name: str, columns: list[dict[str, Tensor]]) -> list[Tensor]:
         model = self.frozen[name]
+        device = next(iter(columns[0].values())).device  # the trainer moves the trained model (a GPU), not these
+        if next(model.parameters()).device != device:
+            model.to(device)
         with torch.no_grad():
             return [F.normalize(model(dict(f))["sentence_embedding"], dim=-1) for f in columns]
 
