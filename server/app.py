@@ -8,7 +8,8 @@ are always accepted. Messages up to 64 MiB; over that, and over ``max_concurrent
 itself answers RESOURCE_EXHAUSTED. Binds 127.0.0.1 unless told otherwise.
 
 The server is gRPC's asyncio server on an event loop of its own (``EventLoopThread``): short vector searches
-are answered on the loop, every other call in a pool of ``max_workers`` threads (``bridge``). With
+are answered on the loop, every other call in a pool of ``max_workers`` threads (``bridge``), but streaming calls,
+which wait for their client's messages, in threads of their own (at most ``max_concurrent_rpcs``). With
 ``search_processes`` (``--search-processes N``) the loop hands those short searches to N replica processes that
 hold read-only copies of the collections (``replica``), so that they run on other cores.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import ssl
 import threading
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -38,7 +40,7 @@ from telescope.proto.telescope.v1 import (
     search_pb2,
     search_pb2_grpc,
 )
-from telescope.server.auth import TokenAuth
+from telescope.server.auth import TokenAuth, check_token
 from telescope.server.bridge import add_servicer
 from telescope.server.collections import CollectionsServicer
 from telescope.server.embed import EmbedServicer
@@ -79,12 +81,32 @@ class ServerConfig:
         for flag, path in (("--tls-cert", self.tls_cert), ("--tls-key", self.tls_key)):
             if path is not None and not Path(path).is_file():
                 raise FileNotFoundError(f"{flag}: no such file {str(path)!r}")
+        if self.tls_cert is not None:
+            check_tls(Path(self.tls_cert), Path(self.tls_key))
         if not 0 <= self.port <= 65535:
             raise ValueError(f"--port: expected 0..65535 (0 picks a free port), got {self.port}")
         if self.max_workers < 1:
             raise ValueError(f"--max-workers: expected at least 1, got {self.max_workers}")
+        if self.token is not None:
+            check_token(self.token, "--token")
         if self.search_processes < 0:
             raise ValueError(f"--search-processes: expected 0 or more, got {self.search_processes}")
+
+
+def check_tls(cert: Path, key: Path) -> None:
+    """A PEM certificate and its own unencrypted private key, as gRPC takes them (with anything else gRPC only
+    fails to bind the port)."""
+    if b"-----BEGIN CERTIFICATE-----" not in cert.read_bytes():
+        raise ValueError(f"--tls-cert: expected a PEM certificate ('-----BEGIN CERTIFICATE-----'), got none in {str(cert)!r}")
+    if b"PRIVATE KEY-----" not in key.read_bytes():
+        raise ValueError(f"--tls-key: expected a PEM private key ('-----BEGIN PRIVATE KEY-----'), got none in {str(key)!r}")
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key, password=lambda: b"")
+    except ssl.SSLError as e:
+        raise ValueError(
+            f"--tls-cert / --tls-key: expected a certificate and its own unencrypted private key, got a pair that "
+            f"does not load ({e.reason or e})"
+        ) from None
 
 
 def set_compute_threads(threads: int) -> None:
@@ -155,6 +177,7 @@ class TelescopeServer:
         self._server: grpc.aio.Server | None = None
         self._loop: EventLoopThread | None = None
         self._pool: futures.ThreadPoolExecutor | None = None
+        self._streams: futures.ThreadPoolExecutor | None = None
 
     @property
     def stats(self):
@@ -169,6 +192,11 @@ class TelescopeServer:
         """Bind and start answering (health NOT_SERVING until ``load``); returns the bound port."""
         self._loop = EventLoopThread()
         self._pool = futures.ThreadPoolExecutor(max_workers=self.config.max_workers, thread_name_prefix="telescope-rpc")
+        # A streaming call holds its thread while it waits for the client's next message: one each, so that
+        # stalled clients cannot take the pool's threads from every other call (gRPC bounds the calls at once).
+        self._streams = futures.ThreadPoolExecutor(
+            max_workers=self.config.limits.max_concurrent_rpcs, thread_name_prefix="telescope-stream"
+        )
         try:
             self.port = self._loop.call(self._start())
         except BaseException:
@@ -177,13 +205,14 @@ class TelescopeServer:
         return self.port
 
     async def _start(self) -> int:
-        c, pool = self.config, self._pool
+        c = self.config
         server = grpc_server(c.limits, c.gzip, [TokenAuth(c.token)] if c.token else [])
         search = SearchServicer(self.state)
-        add_servicer(collections_pb2_grpc.add_CollectionsServicer_to_server, CollectionsServicer(self.state), server, pool)
-        add_servicer(points_pb2_grpc.add_PointsServicer_to_server, PointsServicer(self.state), server, pool)
-        add_servicer(search_pb2_grpc.add_SearchServicer_to_server, search, server, pool, inline={"Search": search.inline})
-        add_servicer(embed_pb2_grpc.add_EmbedServicer_to_server, EmbedServicer(self.state), server, pool)
+        executors = dict(pool=self._pool, streams=self._streams, max_response_bytes=c.limits.max_message_bytes)
+        add_servicer(collections_pb2_grpc.add_CollectionsServicer_to_server, CollectionsServicer(self.state), server, **executors)
+        add_servicer(points_pb2_grpc.add_PointsServicer_to_server, PointsServicer(self.state), server, **executors)
+        add_servicer(search_pb2_grpc.add_SearchServicer_to_server, search, server, inline={"Search": search.inline}, **executors)
+        add_servicer(embed_pb2_grpc.add_EmbedServicer_to_server, EmbedServicer(self.state), server, **executors)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         for service in ["", *SERVICES]:
             await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -247,9 +276,10 @@ class TelescopeServer:
     def _close_loop(self) -> None:
         if self.state.replicas is not None:  # after the drain: no call awaits a replica any more
             self._loop.call(self._close_replicas())
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)  # no write still running when the collections commit
-            self._pool = None
+        for pool in (self._pool, self._streams):
+            if pool is not None:
+                pool.shutdown(wait=True)  # no write still running when the collections commit
+        self._pool = self._streams = None
         if self._loop is not None:
             self._loop.close()
             self._loop = None

@@ -2,7 +2,8 @@
 
 Clients send metadata ``authorization: Bearer <token>``. A call without it, or with another token, ends with
 UNAUTHENTICATED before its servicer runs. The health service stays open (load balancers and orchestrators
-probe it without credentials); reflection needs the token like the API. Tokens are compared in constant time.
+probe it without credentials); reflection needs the token like the API. Tokens are compared in constant time;
+the scheme ``Bearer`` in any case (RFC 7235), the token itself exactly.
 gRPC has no server-side token check of its own (``access_token_call_credentials`` is the client half).
 """
 
@@ -28,15 +29,24 @@ def read_token(token: str | None = None, token_file: str | Path | None = None) -
         token = lines[0].strip() if lines else ""
         if not token:
             raise ValueError(f"--token-file: expected a token on the first line of {str(path)!r}, got an empty line")
-        return token
+        return check_token(token, "--token-file")
     if token is not None and not token.strip():
         raise ValueError("--token: expected a non-empty token, got ''")
+    return token if token is None else check_token(token, "--token")
+
+
+def check_token(token: str, field: str = "token") -> str:
+    """``token`` when gRPC can carry it in metadata (printable ASCII); a client cannot send any other."""
+    bad = next((c for c in token if not " " <= c <= "~"), None)
+    if bad is not None:
+        raise ValueError(f"{field}: expected printable ASCII characters (gRPC metadata), got {bad!r} at index "
+                         f"{token.index(bad)}")
     return token
 
 
 class TokenAuth(grpc.aio.ServerInterceptor):
     def __init__(self, token: str):
-        self._expected = f"Bearer {token}".encode()
+        self._token = check_token(token).encode()
 
     async def intercept_service(self, continuation, handler_call_details: grpc.HandlerCallDetails):
         handler = await continuation(handler_call_details)
@@ -46,11 +56,12 @@ class TokenAuth(grpc.aio.ServerInterceptor):
         got = metadata.get("authorization")
         if got is None:
             return _refusal(handler, "authorization: expected metadata 'authorization: Bearer <token>', got none")
-        if isinstance(got, str):
-            got = got.encode()
-        if not hmac.compare_digest(got, self._expected):
-            shown = "a value without the 'Bearer ' prefix" if not got.startswith(b"Bearer ") else "another token"
-            return _refusal(handler, f"authorization: expected the server's bearer token, got {shown}")
+        scheme, _, credential = (got.encode() if isinstance(got, str) else got).partition(b" ")
+        if scheme.lower() != b"bearer":  # an auth scheme is case-insensitive (RFC 7235)
+            return _refusal(handler, "authorization: expected the server's bearer token, got a value without the "
+                                     "'Bearer ' prefix")
+        if not hmac.compare_digest(credential, self._token):
+            return _refusal(handler, "authorization: expected the server's bearer token, got another token")
         return handler
 
 

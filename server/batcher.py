@@ -69,9 +69,21 @@ class Batcher:
             queue = self._queues.get(key)
             if queue is None:
                 queue = self._queues[key] = _Queue()
-        item = _Item(list(work), queue)
-        with queue.lock:
-            queue.items.append(item)
+            item = _Item(list(work), queue)
+            with queue.lock:
+                queue.items.append(item)
+        try:
+            return self._wait(queue, item, run, check)
+        finally:
+            self._release(key, queue)
+
+    def _release(self, key: Hashable, queue: _Queue) -> None:
+        """Drop ``key``'s queue when nobody uses it: keys hold clients' filters, so they would pile up forever."""
+        with self._lock, queue.lock:
+            if not queue.items and not queue.busy and self._queues.get(key) is queue:
+                del self._queues[key]
+
+    def _wait(self, queue: _Queue, item: _Item, run: Callable[[list], Sequence], check: Callable[[], None]) -> Sequence:
         while True:
             with queue.lock:
                 while not item.done and queue.busy:

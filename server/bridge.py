@@ -3,8 +3,10 @@
 The servicers are written against the sync ``grpc.ServicerContext`` API (``is_active``, ``time_remaining``,
 ``abort``). ``add_servicer`` turns the handlers a generated ``add_*Servicer_to_server`` registers into
 coroutines for ``grpc.aio``: each call runs in a thread pool with a ``ThreadContext`` (client-streamed
-requests arrive through a blocking iterator fed by the event loop, streamed responses leave through it), or on
-the event loop itself when the servicer can answer at once (``inline``: a vector search known to be short).
+requests arrive through a blocking iterator fed by the event loop, streamed responses leave through it; such a
+call waits on its client, so it runs in an executor of its own), or on the event loop itself when the servicer
+can answer at once (``inline``: a vector search known to be short). Requests are parsed here, so that bytes that
+are no message get INVALID_ARGUMENT, and a response over the message limit gets RESOURCE_EXHAUSTED saying why.
 
 Why asyncio: on a 2-core machine the sync server's thread hand-offs (a polling thread, then a pool thread per
 call, all taking turns at the GIL) cost about as much as a short search itself; an inline call costs one
@@ -27,6 +29,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent import futures
 
 import grpc
+from google.protobuf.message import DecodeError
 
 _END = object()
 # Unary responses shorter than this leave uncompressed even when the server compresses (gzip): a 10-hit search
@@ -80,8 +83,9 @@ class LoopContext(ThreadContext):
 class _Requests(Iterator):
     """A client stream read from a pool thread: each ``next`` waits for the event loop to read a message."""
 
-    def __init__(self, requests: AsyncIterator, loop: asyncio.AbstractEventLoop):
-        self._requests, self._loop = requests, loop
+    def __init__(self, requests: AsyncIterator, loop: asyncio.AbstractEventLoop, parse: Callable):
+        self._requests, self._loop, self._parse = requests, loop, parse
+        self._count = 0
 
     async def _next(self):
         try:
@@ -93,11 +97,41 @@ class _Requests(Iterator):
         item = asyncio.run_coroutine_threadsafe(self._next(), self._loop).result()
         if item is _END:
             raise StopIteration
-        return item
+        self._count += 1
+        try:
+            return self._parse(item)
+        except ValueError as e:
+            raise ValueError(f"message {self._count - 1}: {e}") from None
 
 
-def _unary(behavior: Callable, pool: futures.Executor, inline: Callable | None) -> Callable:
-    async def handler(request, context: grpc.aio.ServicerContext):
+def _parser(deserializer: Callable | None) -> Callable:
+    """``deserializer`` of a request's bytes, raising ValueError (INVALID_ARGUMENT) for bytes that do not parse: gRPC
+    itself answers UNKNOWN 'Unexpected DecodeError' when its deserializer raises."""
+    if deserializer is None:
+        return lambda data: data
+    name = getattr(getattr(deserializer, "__self__", None), "DESCRIPTOR", None)
+    name = name.full_name if name is not None else "request message"
+
+    def parse(data: bytes):
+        try:
+            return deserializer(data)
+        except DecodeError as e:
+            raise ValueError(f"request: expected a valid {name} (strings in UTF-8), got {len(data):,} bytes that do "
+                             f"not parse ({e})") from None
+
+    return parse
+
+
+async def _parsed(parse: Callable, data: bytes, context: grpc.aio.ServicerContext):
+    try:
+        return parse(data)
+    except ValueError as e:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+
+
+def _unary(behavior: Callable, pool: futures.Executor, inline: Callable | None, parse: Callable, max_bytes: int) -> Callable:
+    async def handler(data, context: grpc.aio.ServicerContext):
+        request = await _parsed(parse, data, context)
         try:
             response = inline(request, LoopContext(context)) if inline is not None else None
             if inspect.isawaitable(response):  # forwarded to a search replica (server/replica.py): its bytes
@@ -108,7 +142,12 @@ def _unary(behavior: Callable, pool: futures.Executor, inline: Callable | None) 
                 )
         except Abort as a:
             await context.abort(a.code, a.details)
-        if (len(response) if isinstance(response, bytes) else response.ByteSize()) < GZIP_MIN_BYTES:
+        size = len(response) if isinstance(response, bytes) else response.ByteSize()
+        if size > max_bytes:  # gRPC would fail the send with 'Sent message larger than max' and log an error
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, (
+                f"response: expected at most {max_bytes:,} bytes (the message limit), got {size:,}; ask for fewer "
+                "ids, hits or texts, or leave out vectors and payloads"))
+        if size < GZIP_MIN_BYTES:
             context.disable_next_message_compression()
         return response
 
@@ -119,24 +158,29 @@ def _passing_bytes(serializer: Callable) -> Callable:
     return lambda response: response if isinstance(response, bytes) else serializer(response)
 
 
-def _stream_in(behavior: Callable, pool: futures.Executor) -> Callable:
+def _stream_in(behavior: Callable, streams: futures.Executor, parse: Callable) -> Callable:
     async def handler(requests: AsyncIterator, context: grpc.aio.ServicerContext):
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(pool, behavior, _Requests(requests, loop), ThreadContext(context))
+            return await loop.run_in_executor(streams, behavior, _Requests(requests, loop, parse), ThreadContext(context))
         except Abort as a:
             await context.abort(a.code, a.details)
 
     return handler
 
 
-def _stream_out(behavior: Callable, pool: futures.Executor, streamed_requests: bool) -> Callable:
+def _stream_out(behavior: Callable, pool: futures.Executor, streams: futures.Executor | None, parse: Callable) -> Callable:
+    """``streams``: the executor of a call whose requests are streamed too (None: one request)."""
+
     async def handler(request_or_requests, context: grpc.aio.ServicerContext):
         loop = asyncio.get_running_loop()
-        arg = _Requests(request_or_requests, loop) if streamed_requests else request_or_requests
+        if streams is None:
+            arg, executor = await _parsed(parse, request_or_requests, context), pool
+        else:
+            arg, executor = _Requests(request_or_requests, loop, parse), streams
         try:
-            responses = await loop.run_in_executor(pool, behavior, arg, ThreadContext(context))
-            while (item := await loop.run_in_executor(pool, next, responses, _END)) is not _END:
+            responses = await loop.run_in_executor(executor, behavior, arg, ThreadContext(context))
+            while (item := await loop.run_in_executor(executor, next, responses, _END)) is not _END:
                 yield item
         except Abort as a:
             await context.abort(a.code, a.details)
@@ -145,21 +189,27 @@ def _stream_out(behavior: Callable, pool: futures.Executor, streamed_requests: b
 
 
 def asyncio_handler(
-    handler: grpc.RpcMethodHandler, pool: futures.Executor, inline: Callable | None = None
+    handler: grpc.RpcMethodHandler, pool: futures.Executor, inline: Callable | None = None,
+    streams: futures.Executor | None = None, max_response_bytes: int = 64 * 1024 * 1024,
 ) -> grpc.RpcMethodHandler:
     """The same RPC (kind, serializers) with its behavior as a coroutine for ``grpc.aio``, run in ``pool``; a unary
-    call for which ``inline(request, context)`` returns a response (computed on the event loop) ends with it."""
+    call for which ``inline(request, context)`` returns a response (computed on the event loop) ends with it. A call
+    whose requests are streamed runs in ``streams`` (default ``pool``): it holds its thread while it waits for the
+    client's next message, so stalled clients must not take the threads of every other call."""
     streaming = (handler.request_streaming, handler.response_streaming)
-    options = dict(request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
+    parse = _parser(handler.request_deserializer)
+    options = dict(request_deserializer=None, response_serializer=handler.response_serializer)
+    streams = streams or pool
     if streaming == (False, False):
         if inline is not None:  # an inline answer may be a message's bytes already
             options["response_serializer"] = _passing_bytes(handler.response_serializer)
-        return grpc.unary_unary_rpc_method_handler(_unary(handler.unary_unary, pool, inline), **options)
+        behavior = _unary(handler.unary_unary, pool, inline, parse, max_response_bytes)
+        return grpc.unary_unary_rpc_method_handler(behavior, **options)
     if streaming == (True, False):
-        return grpc.stream_unary_rpc_method_handler(_stream_in(handler.stream_unary, pool), **options)
+        return grpc.stream_unary_rpc_method_handler(_stream_in(handler.stream_unary, streams, parse), **options)
     if streaming == (False, True):
-        return grpc.unary_stream_rpc_method_handler(_stream_out(handler.unary_stream, pool, False), **options)
-    return grpc.stream_stream_rpc_method_handler(_stream_out(handler.stream_stream, pool, True), **options)
+        return grpc.unary_stream_rpc_method_handler(_stream_out(handler.unary_stream, pool, None, parse), **options)
+    return grpc.stream_stream_rpc_method_handler(_stream_out(handler.stream_stream, pool, streams, parse), **options)
 
 
 class _Collect:
@@ -177,13 +227,15 @@ class _Collect:
 
 def add_servicer(
     add: Callable, servicer: object, server: grpc.aio.Server, pool: futures.Executor,
-    inline: dict[str, Callable] | None = None,
+    inline: dict[str, Callable] | None = None, streams: futures.Executor | None = None,
+    max_response_bytes: int = 64 * 1024 * 1024,
 ) -> None:
     """``add(servicer, server)`` (a generated ``add_*Servicer_to_server``) for an asyncio server, every method run
     by ``asyncio_handler``; ``inline`` maps method names to their ``inline(request, context)``."""
     collected = _Collect()
     add(servicer, collected)
     for service, handlers in collected.services.items():
-        wrapped = {name: asyncio_handler(h, pool, (inline or {}).get(name)) for name, h in handlers.items()}
+        wrapped = {name: asyncio_handler(h, pool, (inline or {}).get(name), streams, max_response_bytes)
+                   for name, h in handlers.items()}
         server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(service, wrapped)])
         server.add_registered_method_handlers(service, wrapped)

@@ -36,6 +36,7 @@ from telescope.proto.telescope.v1 import (
     search_pb2,
     search_pb2_grpc,
 )
+from telescope.server.auth import check_token
 from telescope.server.convert import payload_dict, struct_message, vector_array, vector_message
 from telescope.server.errors import prefixed
 
@@ -48,6 +49,9 @@ class RemoteError(RuntimeError):
     def __init__(self, method: str, code: grpc.StatusCode, details: str):
         super().__init__(f"{method}: {code.name}: {details}")
         self.method, self.code, self.details = method, code, details
+
+    def __reduce__(self):  # pickled with its fields (Ray and multiprocessing workers hand errors back)
+        return type(self), (self.method, self.code, self.details)
 
 
 @dataclass
@@ -161,7 +165,7 @@ class Client:
             self.channel = grpc.insecure_channel(target, options)
         self.target = target
         self.timeout = timeout
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._metadata = (("authorization", f"Bearer {check_token(token)}"),) if token else ()
         self.collections = collections_pb2_grpc.CollectionsStub(self.channel)
         self.points = points_pb2_grpc.PointsStub(self.channel)
         self.searches = search_pb2_grpc.SearchStub(self.channel)

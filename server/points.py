@@ -9,6 +9,7 @@ with a deadline check between them: a request abandoned at its deadline leaves t
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import grpc
 import numpy as np
@@ -34,7 +35,8 @@ class PointsServicer(points_pb2_grpc.PointsServicer):
     @rpc
     def Upsert(self, request: pb.UpsertPointsRequest, context: grpc.ServicerContext) -> pb.UpsertPointsResponse:
         collection = self.state.collection(request.collection)
-        upserted, truncated = self._write(request, collection, context)
+        with self._writing(request.collection, collection):
+            upserted, truncated = self._write(request, collection, context)
         return pb.UpsertPointsResponse(upserted=upserted, points=len(collection), truncated_texts=truncated)
 
     @rpc
@@ -46,12 +48,13 @@ class PointsServicer(points_pb2_grpc.PointsServicer):
         for i, request in enumerate(requests):
             try:
                 check_alive(context, f"message {i}")
-                if collection is None:
+                if name is None:
                     name = request.collection
-                    collection = self.state.collection(name)
                 elif request.collection not in ("", name):
                     raise ValueError(f"collection: expected {name!r} (as in message 0) or '', got {request.collection!r}")
-                n, t = self._write(request, collection, context)
+                collection = self.state.collection(name)  # each message: the collection may be deleted meanwhile
+                with self._writing(name, collection):
+                    n, t = self._write(request, collection, context)
             except Exception as e:
                 raise prefixed(e, f"message {i}: ", f" ({upserted} points of earlier messages were written)") from e
             upserted, truncated = upserted + n, truncated + t
@@ -117,8 +120,24 @@ class PointsServicer(points_pb2_grpc.PointsServicer):
     def Delete(self, request: pb.DeletePointsRequest, context: grpc.ServicerContext) -> pb.DeletePointsResponse:
         collection = self.state.collection(request.collection)
         ids = self._ids(request.ids)
-        deleted = collection.delete(ids, missing="ignore" if request.ignore_missing else "error")
+        with self._writing(request.collection, collection):
+            deleted = collection.delete(ids, missing="ignore" if request.ignore_missing else "error")
         return pb.DeletePointsResponse(deleted=deleted)
+
+    @contextmanager
+    def _writing(self, name: str, collection: Collection) -> Iterator[None]:
+        """Writes to ``collection``: when it is deleted meanwhile (its object closed) the call fails with NOT_FOUND,
+        not with the closed object's FAILED_PRECONDITION naming a path on the server."""
+        try:
+            yield
+        except RuntimeError:
+            try:
+                held = self.state.registry.collection(name)
+            except LookupError:
+                held = None
+            if held is collection:
+                raise
+            raise LookupError(f"collection: {name!r} was deleted while this call wrote to it") from None
 
     @rpc
     def Get(self, request: pb.GetPointsRequest, context: grpc.ServicerContext) -> pb.GetPointsResponse:
