@@ -6,7 +6,10 @@
 1. applies the bad-input policies (NULL/blank id or text, duplicate ids), counting what it skips;
 2. hashes the text and payload together with the embedding setup (model, layer, dim, chunking), and asks the
    job state (``telescope.pipelines.state``) whether that hash is new: unchanged documents are skipped, so a
-   rerun after a crash resumes and a rerun on a changed source is incremental;
+   rerun after a crash resumes and a rerun on a changed source is incremental (the payload is hashed with its
+   keys sorted, so a source that lists its columns in another order is unchanged). An unchanged document whose
+   points the collection no longer holds as recorded (another job or an ``index add`` replaced or deleted them)
+   is embedded again;
 3. chunks it when asked (``telescope.pipelines.chunking``), and queues its points in a window;
 
 then hands the windows to an encoder (local or Ray) through the one ingest loop, records each document in the
@@ -45,10 +48,10 @@ from telescope.embedder import Embedder
 from telescope.embedder.progress import progress_bar
 from telescope.index import Collection
 from telescope.pipelines.checks import Policies, SourceCheck
-from telescope.pipelines.chunking import check_chunking, chunk_id, chunk_texts
+from telescope.pipelines.chunking import CHUNK_SEP, check_chunking, chunk_id, chunk_texts
 from telescope.pipelines.ingest import POINTS_SCHEMA, Encoder, ingest_windows, points_table, text_dim
 from telescope.pipelines.shards import ShardWriter
-from telescope.pipelines.sources import ID, TEXT, SourceSpec, jsonable, stream
+from telescope.pipelines.sources import ID, TEXT, SourceSpec, jsonable, parse_json_columns, stream
 from telescope.pipelines.state import JobState
 
 
@@ -72,10 +75,11 @@ class BuildOptions:
     show_progress: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "upsert_rows", "window", "read_rows", "shard_rows"):
+        for name, flag in (("batch_size", "--batch-size"), ("upsert_rows", "--upsert-rows"), ("window", "--sort-window"),
+                           ("read_rows", "read_rows"), ("shard_rows", "--shard-rows")):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+                raise ValueError(f"{flag}: expected an integer >= 1, got {value!r}")
         if not self.checkpoint_seconds >= 0:
             raise ValueError(f"--checkpoint-seconds: expected a number >= 0, got {self.checkpoint_seconds!r}")
         if not self.job or not all(ch.isalnum() or ch in "-_." for ch in self.job):
@@ -121,18 +125,49 @@ def check_options(embedder: Embedder, options: BuildOptions) -> tuple[int, int]:
     layer, dim = embedder.check_point(options.layer, options.dim)
     if options.chunk_tokens:
         check_chunking(options.chunk_tokens, options.chunk_overlap, embedder.max_seq_length)
+    elif options.chunk_overlap:  # ignored, it would still change every document's hash
+        raise ValueError(f"--chunk-overlap: expected 0 without --chunk-tokens, got {options.chunk_overlap!r}")
     return layer, dim
 
 
+def canonical_json(payload: dict) -> str:
+    """A payload as JSON with its keys sorted: what it holds, not the column order a source happens to have."""
+    return json.dumps(payload, allow_nan=False, sort_keys=True)
+
+
 def content_hash(fingerprint: str, text: str, payload_json: str) -> str:
+    """The hash a document is recorded with; ``payload_json`` is its ``canonical_json``."""
     return hashlib.blake2b(f"{fingerprint}\0{text}\0{payload_json}".encode(), digest_size=16).hexdigest()
+
+
+def _not_as_recorded(collection: Collection, state: JobState, docs: list[str], payloads: list[str], changed: dict,
+                     options: BuildOptions, text_key: str) -> dict[str, list[str]]:
+    """Unchanged documents whose points the collection no longer holds as this job wrote them (another job, an
+    ``index add`` or a delete replaced or removed them), mapped to their recorded points: they are embedded again."""
+    wanted = {doc: payload for doc, payload in zip(docs, payloads) if doc not in changed}
+    recorded = state.points(list(wanted)) if wanted else {}
+    stored = collection.get([p for points in recorded.values() for p in points])
+    found = iter(stored)
+    chunk_fields = (text_key, "doc_id", "chunk") if options.chunk_tokens else ()
+    stale = {}
+    for doc, points in recorded.items():
+        expected = _without(json.loads(wanted[doc]), chunk_fields)
+        got = [next(found) for _ in points]
+        if not all(p is not None and _without(p.payload, chunk_fields) == expected
+                   and (not chunk_fields or p.payload.get("doc_id") == doc) for p in got):
+            stale[doc] = points
+    return stale
+
+
+def _without(payload: dict, keys: tuple[str, ...]) -> dict:
+    return {k: v for k, v in payload.items() if k not in keys}
 
 
 class _InFlight:
     """Documents queued for embedding: each is recorded in the job state once all its points are durable."""
 
-    def __init__(self, collection: Collection, state: JobState, report: BuildReport, advance):
-        self.collection, self.state, self.report, self.advance = collection, state, report, advance
+    def __init__(self, collection: Collection, state: JobState, report: BuildReport, advance, shards: ShardWriter | None):
+        self.collection, self.state, self.report, self.advance, self.shards = collection, state, report, advance, shards
         self.pending: dict[str, list] = {}  # doc -> [points left, hash, new point ids, old point ids]
         self.done: list[tuple[str, str, list[str], list[str] | None]] = []
 
@@ -151,9 +186,9 @@ class _InFlight:
         """Delete the points a re-embedded document no longer has, then record the finished documents."""
         if not self.done:
             return
-        stale = [p for _, _, new, old in self.done if old for p in sorted(set(old) - set(new))]
+        stale = [(doc, p) for doc, _, new, old in self.done if old for p in sorted(set(old) - set(new))]
         if stale:
-            self.report.deleted_points += self.collection.delete(stale, missing="ignore")
+            self.report.deleted_points += _delete(self.collection, self.state, self.shards, stale)
         self.state.record([d[0] for d in self.done], [d[1] for d in self.done], [d[2] for d in self.done])
         self.report.docs_embedded += len(self.done)
         self.advance(len(self.done))
@@ -192,7 +227,7 @@ def run_build(
     total = min(check.rows, spec.limit) if spec.limit else check.rows
     try:
         with progress_bar("indexing", total=total, unit="docs", enabled=options.show_progress) as advance:
-            inflight = _InFlight(collection, state, report, advance)
+            inflight = _InFlight(collection, state, report, advance, shards)
 
             last = [time.monotonic()]
 
@@ -212,22 +247,42 @@ def run_build(
             )
             if shards is not None:
                 shards.flush()
-                report.shards = [str(s) for s in shards.shards]
             inflight.checkpoint()
         if options.delete_missing and check.complete and not spec.limit:
             gone = state.unseen()
             if gone:
-                report.deleted_points += collection.delete([p for _, points in gone for p in points], missing="ignore")
+                # a crashed run notes documents before writing them: count those the collection held
+                stored = {p.id for p in collection.get([p for _, points in gone for p in points]) if p is not None}
+                report.deleted_points += _delete(collection, state, shards, [(doc, p) for doc, points in gone for p in points])
                 state.forget([doc for doc, _ in gone])
-                report.deleted_docs = len(gone)
+                report.deleted_docs = sum(any(p in stored for p in points) for _, points in gone)
+        if shards is not None:
+            report.shards = [str(s) for s in shards.shards]
         collection.commit()
     finally:
         state.close()
-    report.truncated_texts = embedder.truncated_texts - truncated_before
+    # the encoder's own count: a Ray encoder embeds on its actors, never with this process's embedder
+    report.truncated_texts = getattr(encoder, "truncated", embedder.truncated_texts - truncated_before)
     report.collection_points = len(collection)
     report.wall_s = round(time.perf_counter() - start, 3)
     report.peak_rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return report
+
+
+def _delete(collection: Collection, state: JobState, shards: ShardWriter | None, points: list[tuple[str, str]]) -> int:
+    """Delete (document, point) pairs from the collection and note them in the Parquet shards; the count deleted.
+    A point another document of the job holds now is kept: 'a#1' is document 'a#1' unchunked and chunk 1 of 'a'."""
+    owners: dict[str, set[str]] = {}
+    for doc, point in points:
+        for other in {point, point.rsplit(CHUNK_SEP, 1)[0]} - {doc}:
+            owners.setdefault(other, set()).add(point)
+    held = state.points_anywhere(list(owners)) if owners else {}
+    kept = {p for other, candidates in owners.items() for p in candidates & held.get(other, set())}
+    points = [(doc, p) for doc, p in points if p not in kept]
+    deleted = collection.delete([p for _, p in points], missing="ignore")
+    if shards is not None:
+        shards.delete([p for _, p in points], [doc for doc, _ in points])
+    return deleted
 
 
 class _Backfilled:
@@ -279,7 +334,8 @@ def _windows(con, spec, check, policies, options, embedder, fingerprint, state, 
         ids = rb.column(ID).to_pylist()
         texts = rb.column(TEXT).to_pylist()
         payload_rows = rb.select(check.payload_columns).to_pylist() if check.payload_columns else [{} for _ in range(n)]
-        keep_ids, keep_texts, keep_payloads, hashes = [], [], [], []
+        parse_json_columns(payload_rows, check.json_columns)
+        keep_ids, keep_texts, keep_payloads, canonical, hashes = [], [], [], [], []
         for doc, text, payload in zip(ids, texts, payload_rows):
             reason = None
             if doc is None or not doc.strip():
@@ -296,14 +352,16 @@ def _windows(con, spec, check, policies, options, embedder, fingerprint, state, 
                     raise ValueError(f"--source: row with id {doc!r}: {reason} (pass --on-{case} skip)")
                 skipped[reason] = skipped.get(reason, 0) + 1
                 continue
-            payload_json = json.dumps({k: jsonable(v) for k, v in payload.items()}, allow_nan=False)
+            payload = {k: jsonable(v) for k, v in payload.items()}
             keep_ids.append(doc)
             keep_texts.append(text)
-            keep_payloads.append(payload_json)
-            hashes.append(content_hash(fingerprint, text, payload_json))
+            keep_payloads.append(json.dumps(payload, allow_nan=False))
+            canonical.append(canonical_json(payload))
+            hashes.append(content_hash(fingerprint, text, canonical[-1]))
         changed = state.changed(keep_ids, hashes) if keep_ids else {}
+        changed.update(_not_as_recorded(inflight.collection, state, keep_ids, keep_payloads, changed, options, text_key))
         if backfilled is not None and changed:
-            kept = backfilled.keep(keep_ids, keep_texts, keep_payloads, hashes, changed)
+            kept = backfilled.keep(keep_ids, keep_texts, canonical, hashes, changed)
             for doc in kept:
                 del changed[doc]
             report.kept_from_backfill += len(kept)

@@ -62,6 +62,7 @@ class SourceCheck:
     files: list[Path]
     query: str  # the documents query over the view ``src`` (columns __id, __text, payload columns)
     payload_columns: list[str]
+    json_columns: list[str] = field(default_factory=list)  # payload columns read as JSON text, parsed per row
     rows: int = 0
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (file, DuckDB's message)
     invalid_rows: int = 0
@@ -122,23 +123,26 @@ def check_source(spec: SourceSpec, policies: Policies, con: duckdb.DuckDBPyConne
         good = files
     if not good:
         raise ValueError(f"--source: none of the {len(files)} file(s) matching {spec.source!r} can be read as {fmt}")
+    nested: frozenset[str] = frozenset()
     try:
-        file_view(con, fmt, good, tolerant)
+        nested = file_view(con, fmt, good, tolerant, nested_json=not spec.sql)
     except duckdb.Error as e:
         if policies.unreadable == "fail" or fmt == "duckdb":
             raise ValueError(f"--source: cannot read {[str(f) for f in good]} as {fmt}: {e}") from e
     base = user_query(con, spec, fmt)
     try:
-        base = json_as_text(con, base)
+        base = json_as_text(con, base, nested - {spec.id_column, spec.text_column})
         relation = con.sql(base)
         columns = list(relation.columns)
         binary = frozenset(c for c, t in zip(columns, relation.types) if str(t) == "BLOB")
+        nested = frozenset(c for c, t in zip(columns, relation.types) if c in nested and str(t) == "JSON")
     except duckdb.Error as e:
         raise ValueError(f"--sql: DuckDB cannot run {base!r}: {str(e).splitlines()[0]}") from e
     check_columns(spec, columns)
     undecodable = _check_utf8(con, spec, base, binary, policies)
-    query = source_query(spec, base, columns, binary)
-    check = SourceCheck(fmt, good, query, [c for c in con.sql(query).columns if c not in (ID, TEXT)], unreadable=unreadable)
+    query = source_query(spec, base, columns, binary, nested)
+    payload = [c for c in con.sql(query).columns if c not in (ID, TEXT)]
+    check = SourceCheck(fmt, good, query, payload, unreadable=unreadable, json_columns=[c for c in payload if c in nested])
     try:
         _count(con, check, fmt, tolerant)  # the first pass over every row: where DuckDB meets what binding did not
     except duckdb.Error as e:

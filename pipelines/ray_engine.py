@@ -20,12 +20,14 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from telescope.pipelines.ingest import by_length
 
 
 class EmbedBatch:
-    """The Ray Data UDF: loads the model once per actor, appends a ``vector`` column to each batch."""
+    """The Ray Data UDF: loads the model once per actor, appends a ``vector`` column to each batch, and a
+    ``truncated`` one (the batch's count of texts cut at the model's limit, on its first row)."""
 
     def __init__(self, model: str, layer: int, dim: int, batch_size: int, threads: int | None = None):
         import torch
@@ -38,9 +40,12 @@ class EmbedBatch:
         self.layer, self.dim, self.batch_size = layer, dim, batch_size
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        before = self.embedder.truncated_texts
         vectors = self.embedder.encode(batch.column("text").to_pylist(), self.layer, self.dim, self.batch_size)
+        truncated = [self.embedder.truncated_texts - before] + [0] * (batch.num_rows - 1)
         flat = pa.array(vectors.reshape(-1), pa.float32())
-        return batch.append_column("vector", pa.FixedSizeListArray.from_arrays(flat, self.dim))
+        batch = batch.append_column("vector", pa.FixedSizeListArray.from_arrays(flat, self.dim))
+        return batch.append_column("truncated", pa.array(truncated, pa.int64()))
 
 
 class RayEncoder:
@@ -71,6 +76,7 @@ class RayEncoder:
         self.model, self.layer, self.dim, self.batch_size = model, layer, dim, batch_size
         self.actors, self.cpus_per_actor = actors, cpus_per_actor
         self.address, self.num_cpus = address, num_cpus
+        self.truncated = 0  # texts over the model's token limit, as the actors counted them
 
     def _init(self) -> bool:
         """Start or join Ray unless this process already did; True when this call started it."""
@@ -113,7 +119,8 @@ class RayEncoder:
             )
             for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
                 vectors = batch.column("vector").combine_chunks().values.to_numpy(zero_copy_only=False).reshape(-1, self.dim)
-                yield batch.drop_columns(["vector"]), vectors
+                self.truncated += pc.sum(batch.column("truncated")).as_py() or 0
+                yield batch.drop_columns(["vector", "truncated"]), vectors
         finally:
             if started:
                 ray.shutdown()

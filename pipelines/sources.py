@@ -14,6 +14,7 @@ DuckDB does the parsing, type inference, globbing and decompression; this module
 from __future__ import annotations
 
 import glob as globlib
+import json as json_module
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,8 +51,8 @@ def ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def scan_sql(fmt: str, files: list[Path], tolerant: bool = False) -> str:
-    """The DuckDB table function reading ``files`` as ``fmt``.
+def scan_sql(fmt: str, files: list[Path], tolerant: bool = False, columns: dict[str, str] | None = None) -> str:
+    """The DuckDB table function reading ``files`` as ``fmt``; ``columns`` gives JSON lines' column types.
 
     ``tolerant`` skips the rows DuckDB cannot decode (invalid UTF-8, malformed lines) instead of failing:
     CSV/TSV keep them in DuckDB's ``reject_errors`` table, JSON lines turn them into all-NULL rows (dropped by
@@ -62,7 +63,8 @@ def scan_sql(fmt: str, files: list[Path], tolerant: bool = False) -> str:
     if fmt == "parquet":
         return f"read_parquet({paths}, union_by_name=true)"
     if fmt == "jsonl":  # records: a line that is not an object (a JSON array, a bare value) is an error
-        return f"read_json({paths}, format='newline_delimited', records='true', union_by_name=true{lenient})"
+        typed = ", columns={" + ", ".join(f"{_quote(c)}: {_quote(t)}" for c, t in columns.items()) + "}" if columns else ""
+        return f"read_json({paths}, format='newline_delimited', records='true', union_by_name=true{lenient}{typed})"
     if fmt in ("csv", "tsv"):
         delim = ", delim='\t', quote=''" if fmt == "tsv" else ""
         # DuckDB refuses store_rejects together with union_by_name: CSV files of one source share a header.
@@ -137,20 +139,39 @@ def connect() -> duckdb.DuckDBPyConnection:
     return con
 
 
-def file_view(con: duckdb.DuckDBPyConnection, fmt: str, files: list[Path], tolerant: bool) -> None:
-    """Define the view ``src`` over the files (a DuckDB database: attach it read-only and make it current)."""
+def file_view(con: duckdb.DuckDBPyConnection, fmt: str, files: list[Path], tolerant: bool,
+              nested_json: bool = False) -> frozenset[str]:
+    """Define the view ``src`` over the files (a DuckDB database: attach it read-only and make it current).
+    ``nested_json``: JSON lines' nested values as JSON (``nested_as_json``), whose columns it returns; else as
+    DuckDB infers them (STRUCTs, which an ``--sql`` may address as ``meta.lang``)."""
+    nested: frozenset[str] = frozenset()
     if fmt == "duckdb":
         if len(files) != 1:
             raise ValueError(f"--source: expected one DuckDB database file, got {len(files)} ({[str(f) for f in files[:3]]})")
         con.execute(f"ATTACH {_quote(str(files[0]))} AS source_db (READ_ONLY)")
         con.execute("USE source_db")
-        return
+        return frozenset()
     scan = scan_sql(fmt, files, tolerant)
+    if fmt == "jsonl" and nested_json:
+        types, nested = nested_as_json(con, scan)
+        scan = scan_sql(fmt, files, tolerant, types)
     where = ""
     if tolerant and fmt == "jsonl":  # DuckDB turns a line it cannot decode into a row of NULLs in every column
         all_null = " AND ".join(f"{ident(c)} IS NULL" for c in con.sql(f"SELECT * FROM {scan}").columns)
         where = f" WHERE NOT ({all_null})"
     con.execute(f"CREATE OR REPLACE TEMP VIEW src AS SELECT * FROM {scan}{where}")
+    return nested
+
+
+def nested_as_json(con: duckdb.DuckDBPyConnection, scan: str) -> tuple[dict[str, str], frozenset[str]]:
+    """The column types DuckDB infers for a JSON lines scan with the nested ones (objects, lists) as JSON, and
+    those columns: each row then holds the value its line holds. An inferred STRUCT is the union of every line's
+    keys: it adds the other lines' keys to each object as nulls, so a new line changed every other row."""
+    relation = con.sql(f"SELECT * FROM {scan}")
+    types = {c: str(t) for c, t in zip(relation.columns, relation.types)}
+    # not a column DuckDB types JSON itself (values of mixed types): json_as_text reads that one as text
+    nested = frozenset(c for c, t in types.items() if t.startswith(("STRUCT", "MAP", "UNION")) or t.endswith("]"))
+    return {c: "JSON" if c in nested else t for c, t in types.items()}, nested
 
 
 def user_query(con: duckdb.DuckDBPyConnection, spec: SourceSpec, fmt: str) -> str:
@@ -181,17 +202,19 @@ def check_columns(spec: SourceSpec, columns: list[str]) -> None:
             raise ValueError(f"{option}: expected a column named {column!r} in the source, got columns {columns}")
 
 
-def json_as_text(con: duckdb.DuckDBPyConnection, query: str) -> str:
-    """``query`` with each JSON column read as its values' text (a JSON string without its quotes).
+def json_as_text(con: duckdb.DuckDBPyConnection, query: str, keep: frozenset[str] = frozenset()) -> str:
+    """``query`` with each JSON column but those of ``keep`` read as its values' text (a JSON string without its
+    quotes).
 
     DuckDB types a JSON field whose values mix types (ids that are numbers on some lines and strings on others)
     as JSON, and casting that to VARCHAR keeps a string's quotes: the id ``"x2"`` would be stored as ``'"x2"'``.
     """
     relation = con.sql(query)
     types = [str(t) for t in relation.types]
-    if "JSON" not in types:
+    convert = [t == "JSON" and c not in keep for c, t in zip(relation.columns, types)]
+    if not any(convert):
         return query
-    select = ", ".join(f"({ident(c)} ->> '$') AS {ident(c)}" if t == "JSON" else ident(c) for c, t in zip(relation.columns, types))
+    select = ", ".join(f"({ident(c)} ->> '$') AS {ident(c)}" if x else ident(c) for c, x in zip(relation.columns, convert))
     return f"SELECT {select} FROM ({query}) AS j"
 
 
@@ -206,14 +229,16 @@ def undecodable(spec: SourceSpec, binary: frozenset[str]) -> str:
     return " OR ".join(f"({ident(c)} IS NOT NULL AND try(decode({ident(c)})) IS NULL)" for c in columns)
 
 
-def source_query(spec: SourceSpec, base: str, columns: list[str], binary: frozenset[str] = frozenset()) -> str:
+def source_query(spec: SourceSpec, base: str, columns: list[str], binary: frozenset[str] = frozenset(),
+                 json: frozenset[str] = frozenset()) -> str:
     """The documents query: id and text as VARCHAR under fixed names, then the payload columns.
 
     ``binary``: the BLOB columns; the id and text among them are decoded as UTF-8 (in the payload too), the others
     kept; a row whose id or text does not decode is left out (``check_source`` has refused or counted it).
+    ``json``: payload columns holding JSON, selected as JSON text (``parse_json_columns`` reads them back).
     """
     texts = {spec.id_column, spec.text_column} & binary
-    payload = ", ".join(f"{as_text(c, True)} AS {ident(c)}" if c in texts else ident(c) for c in metadata_of(spec, columns))
+    payload = ", ".join(_payload_column(c, c in texts, c in json) for c in metadata_of(spec, columns))
     where = undecodable(spec, binary)
     limit = f" LIMIT {int(spec.limit)}" if spec.limit else ""
     return (
@@ -221,6 +246,20 @@ def source_query(spec: SourceSpec, base: str, columns: list[str], binary: frozen
         f"{as_text(spec.text_column, spec.text_column in binary)} AS {TEXT}"
         f"{', ' + payload if payload else ''} FROM ({base}) AS q{f' WHERE NOT ({where})' if where else ''}{limit}"
     )
+
+
+def _payload_column(column: str, decode: bool, json: bool) -> str:
+    if decode:
+        return f"{as_text(column, True)} AS {ident(column)}"
+    return f"CAST(to_json({ident(column)}) AS VARCHAR) AS {ident(column)}" if json else ident(column)
+
+
+def parse_json_columns(rows: list[dict], columns: list[str]) -> None:
+    """Read back, in place, the JSON text ``source_query`` selected for the ``json`` columns."""
+    for row in rows:
+        for column in columns:
+            if row[column] is not None:
+                row[column] = json_module.loads(row[column])
 
 
 def stream(con: duckdb.DuckDBPyConnection, query: str, batch_rows: int = 8192) -> pa.RecordBatchReader:

@@ -95,6 +95,30 @@ class JobState:
             self.con.unregister("batch_docs")
         return {doc_id: points for doc_id, points in rows}
 
+    def points(self, ids: list[str]) -> dict[str, list[str]]:
+        """The recorded point ids of the documents among ``ids`` that the state holds."""
+        self.con.register("asked_points", pa.table({"id": pa.array(ids, pa.string())}))
+        try:
+            rows = self.con.sql("SELECT d.id, d.points FROM asked_points a JOIN docs d USING (id)").fetchall()
+        finally:
+            self.con.unregister("asked_points")
+        return {doc: list(points) for doc, points in rows}
+
+    def points_anywhere(self, ids: list[str]) -> dict[str, set[str]]:
+        """The point ids recorded or noted as being written for the documents among ``ids``."""
+        self.con.register("asked_owners", pa.table({"id": pa.array(ids, pa.string())}))
+        try:
+            rows = self.con.sql(
+                "SELECT id, points FROM docs SEMI JOIN asked_owners USING (id) "
+                "UNION ALL SELECT id, points FROM pending SEMI JOIN asked_owners USING (id)"
+            ).fetchall()
+        finally:
+            self.con.unregister("asked_owners")
+        held: dict[str, set[str]] = {}
+        for doc, points in rows:
+            held.setdefault(doc, set()).update(points)
+        return held
+
     def begin(self, ids: list[str], points: list[list[str]]) -> None:
         """Note documents as being written (call before any of their points is upserted)."""
         if not ids:
