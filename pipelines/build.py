@@ -140,6 +140,20 @@ def content_hash(fingerprint: str, text: str, payload_json: str) -> str:
     return hashlib.blake2b(f"{fingerprint}\0{text}\0{payload_json}".encode(), digest_size=16).hexdigest()
 
 
+def _rehash_legacy(state: JobState, fingerprint: str, docs: list[str], texts: list[str], payloads: list[str],
+                   hashes: list[str], changed: dict) -> None:
+    """Documents recorded before payloads were hashed with sorted keys (their hash is of the payload in source
+    order): unchanged, so recorded with the sorted hash and taken out of ``changed``, not embedded again."""
+    rows = [i for i, doc in enumerate(docs) if changed.get(doc)]
+    if not rows:
+        return
+    same = state.matching([docs[i] for i in rows], [content_hash(fingerprint, texts[i], payloads[i]) for i in rows])
+    rows = [i for i in rows if docs[i] in same]
+    state.record([docs[i] for i in rows], [hashes[i] for i in rows], [changed[docs[i]] for i in rows])
+    for i in rows:
+        del changed[docs[i]]
+
+
 def _not_as_recorded(collection: Collection, state: JobState, docs: list[str], payloads: list[str], changed: dict,
                      options: BuildOptions, text_key: str) -> dict[str, list[str]]:
     """Unchanged documents whose points the collection no longer holds as this job wrote them (another job, an
@@ -359,6 +373,7 @@ def _windows(con, spec, check, policies, options, embedder, fingerprint, state, 
             canonical.append(canonical_json(payload))
             hashes.append(content_hash(fingerprint, text, canonical[-1]))
         changed = state.changed(keep_ids, hashes) if keep_ids else {}
+        _rehash_legacy(state, fingerprint, keep_ids, keep_texts, keep_payloads, hashes, changed)
         changed.update(_not_as_recorded(inflight.collection, state, keep_ids, keep_payloads, changed, options, text_key))
         if backfilled is not None and changed:
             kept = backfilled.keep(keep_ids, keep_texts, canonical, hashes, changed)

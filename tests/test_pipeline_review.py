@@ -221,3 +221,28 @@ def test_turning_chunking_on_or_off_keeps_points_whose_ids_two_documents_share(t
 
     build(tmp_path / "c", source, tiny_model_path)  # and back: chunk 'a#1' of 'a' is gone, document 'a#1' is there
     assert payloads(tmp_path / "c") == {"a": {"text": rows[0]["text"]}, "a#1": {"text": "tiny doc"}}
+
+
+def test_a_state_hashed_before_payload_keys_were_sorted_embeds_nothing_again(tmp_path, tiny_model_path):
+    """Upgrading telescope re-embeds nothing: a hash recorded with the payload in source order is still its
+    document's, and is rewritten in the sorted form."""
+    import duckdb
+
+    from telescope.pipelines.build import content_hash
+
+    rows = [{"id": f"d{i}", "text": f"text {i}", "zeta": i, "alpha": "a"} for i in range(6)]
+    source = write_jsonl(tmp_path / "docs.jsonl", rows)
+    assert build(tmp_path / "c", source, tiny_model_path)["docs_embedded"] == 6
+    with Collection.open(tmp_path / "c", read_only=True) as c:
+        stored = {p.id: p.payload for p in c.get([r["id"] for r in rows])}
+    assert list(stored["d0"]) == ["text", "zeta", "alpha"]  # source order, as hashed before
+    con = duckdb.connect(str(tmp_path / "c" / "jobs" / "build.duckdb"))
+    setup = con.execute("SELECT value FROM meta WHERE key = 'setup'").fetchall()[0][0]
+    for doc, payload in stored.items():
+        legacy = content_hash(setup, payload["text"], json.dumps(payload))
+        con.execute("UPDATE docs SET hash = ? WHERE id = ?", [legacy, doc])
+    con.close()
+    rows[0]["text"] = "a changed text"
+    report = build(tmp_path / "c", write_jsonl(source, rows), tiny_model_path)
+    assert (report["docs_embedded"], report["unchanged"]) == (1, 5)
+    assert build(tmp_path / "c", source, tiny_model_path)["docs_embedded"] == 0
