@@ -49,3 +49,15 @@ def default_embedder():
     from telescope.embedder import load_embedder
 
     return load_embedder("default")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """The tiny model runs fastest on one torch thread, and far faster than on two when the cores are shared
+    (modules that train or embed a lot use it: ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

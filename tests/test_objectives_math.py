@@ -25,12 +25,7 @@ POSITIVES = ["a person on a horse", "two dogs play in the snow", "someone is coo
 SCALE, TEMPERATURE = 20.0, 0.05
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

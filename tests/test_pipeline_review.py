@@ -11,34 +11,12 @@ from typer.testing import CliRunner
 
 from telescope.cli.main import app
 from telescope.index import Collection
+from test_pipeline_build import build, write_jsonl
 
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def build(collection: Path, source: Path, model: Path, *extra: str) -> dict:
-    report = collection.parent / "report.json"
-    args = ["index", "build", str(collection), "--source", str(source), "--model", str(model), "--no-progress",
-            "--report", str(report), *extra]
-    result = runner.invoke(app, args)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    assert result.exit_code == 0, result.output
-    return json.loads(report.read_text())
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def payloads(collection: Path) -> dict[str, dict]:
