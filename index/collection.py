@@ -464,12 +464,9 @@ class Collection:
         cfg = self._manifest["stage_one"]
         if cfg["factory"] == "Flat" or self._rows.n == 0:
             return None
-        try:
-            s1 = self._stage_one(cfg["dim"])
-        except ValueError:
-            if self._stage_ones[cfg["dim"]].index.is_trained:
-                raise
-            return None  # too few rows to train it (IVF) yet: a later search or commit builds it from the rows
+        s1 = self._stage_one(cfg["dim"])
+        if not s1.trained:
+            return None  # too few rows to train it (IVF) yet: its rows are searched exactly, rebuilt from the rows
         name = f"stage1-{gen:06d}.faiss"
         write_atomic(self.path / name, lambda tmp: s1.write(str(tmp)))
         return {"name": name, "rows": s1.ntotal}

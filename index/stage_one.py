@@ -83,7 +83,11 @@ def serialized_bytes(index: faiss.Index) -> int:
 
 
 class StageOne:
-    """A FAISS index over the ``dim``-prefix of rows ``0 .. ntotal-1``."""
+    """A FAISS index over the ``dim``-prefix of rows ``0 .. ntotal-1``.
+
+    An index that must be trained (IVF: 39 vectors per list) is searched exactly (a Flat index of the rows) until
+    it has enough rows to train on; then it trains on them and takes over, so a small or growing collection
+    answers from its first row."""
 
     def __init__(self, dim: int, factory: str = "Flat", params: str = "", index: faiss.Index | None = None):
         self.dim = dim
@@ -101,31 +105,41 @@ class StageOne:
                 faiss.ParameterSpace().set_index_parameters(self.index, params)
             except RuntimeError as e:
                 raise ValueError(f"stage_one.params: expected FAISS parameters like 'efSearch=64', got {params!r}") from e
+        # the rows while ``index`` cannot be trained yet, searched exactly
+        self._untrained = None if self.index.is_trained else faiss.IndexFlatIP(dim)
+
+    @property
+    def trained(self) -> bool:
+        """False while the rows wait, searched exactly, for enough of them to train the index on."""
+        return self._untrained is None
+
+    @property
+    def _active(self) -> faiss.Index:
+        return self.index if self._untrained is None else self._untrained
 
     @property
     def ntotal(self) -> int:
-        return int(self.index.ntotal)
+        return int(self._active.ntotal)
 
     @property
     def nbytes(self) -> int:
         """Size of the FAISS index, serialised (its vectors or codes, graph links and lists)."""
-        return serialized_bytes(self.index)
+        return serialized_bytes(self._active)
 
     def add(self, vectors: np.ndarray) -> None:
         """Append rows (full vectors; their prefix is taken and normalised here)."""
         if len(vectors) == 0:
             return
         prefix = prefix_normalize(vectors, self.dim)
-        if not self.index.is_trained:
-            needed = _training_size(self.index)
-            if len(prefix) < needed:
-                raise ValueError(
-                    f"stage_one.factory: {self.factory!r} needs at least {needed} vectors to train, "
-                    f"got {len(prefix)}; use 'Flat' or 'HNSW32' for small collections"
-                )
-            self.index.train(prefix)
-        self.index.add(prefix)
         self._gpu_index = None  # stale: copied again on the next GPU search
+        if self._untrained is not None:
+            self._untrained.add(prefix)
+            if self._untrained.ntotal < _training_size(self.index):
+                return
+            prefix = self._untrained.reconstruct_n(0, self._untrained.ntotal)
+            self.index.train(prefix)
+            self._untrained = None
+        self.index.add(prefix)
 
     def search(self, queries: np.ndarray, k: int, alive: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` rows by prefix inner product; ``alive`` (bool per row) excludes deleted rows.
@@ -148,7 +162,7 @@ class StageOne:
         params = self._params(selector, k)
         if params is not None:
             params._keep = keep  # FAISS holds raw pointers: keep both alive for the call
-        scores, rows = self.index.search(prefix, k, params=params)
+        scores, rows = self._active.search(prefix, k, params=params)
         return scores, rows
 
     @property
@@ -157,7 +171,7 @@ class StageOne:
         return "gpu" if self._gpu_capable() and stage_one_device() == "gpu" else "cpu"
 
     def _gpu_capable(self) -> bool:
-        return isinstance(self.index, (faiss.IndexFlat, faiss.IndexIVF))
+        return isinstance(self._active, (faiss.IndexFlat, faiss.IndexIVF))
 
     def device_for(self, k: int, dead: int = 0) -> str:
         """Where a search for a shortlist of ``k`` runs with ``dead`` deleted rows to skip: ``gpu`` when this index
@@ -172,11 +186,11 @@ class StageOne:
             return None
         with self._gpu_lock:
             if self._gpu_index is None:
-                self._gpu_index = faiss.index_cpu_to_gpu(gpu_resources(), 0, self.index)
+                self._gpu_index = faiss.index_cpu_to_gpu(gpu_resources(), 0, self._active)
             return self._gpu_index
 
     def _params(self, selector: faiss.IDSelector | None, k: int) -> faiss.SearchParameters | None:
-        index = self.index
+        index = self._active
         if isinstance(index, faiss.IndexHNSW):
             beam = max(index.hnsw.efSearch, k)
             if selector is None and beam in self._beams:
@@ -201,6 +215,8 @@ class StageOne:
         return params
 
     def write(self, path: str) -> None:
+        if self._untrained is not None:
+            raise ValueError(f"stage_one: {self.factory!r} is not trained yet (its rows are searched exactly): nothing to write")
         faiss.write_index(self.index, path)
 
     @classmethod

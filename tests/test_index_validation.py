@@ -125,11 +125,29 @@ def test_create_refuses_an_existing_collection_and_bad_config(tmp_path):
         Collection.open(tmp_path / "missing")
 
 
-def test_ivf_needs_enough_vectors_to_train(tmp_path):
-    c = Collection.create(tmp_path / "c", D, stage_one="IVF64,Flat")
-    c.upsert(["a"], nested_vectors(1, D))
-    with pytest.raises(ValueError, match=r"'IVF64,Flat' needs at least 2496 vectors to train, got 1"):
-        c.search(nested_vectors(1, D))
+def test_an_ivf_collection_searches_exactly_until_it_can_train_then_by_its_lists(tmp_path):
+    """IVF4 trains on 156 rows: before that, a growing collection still answers (an exact scan of its rows)."""
+    import faiss
+
+    dim, plan = 32, "8:20,32:5"
+    vectors = nested_vectors(400, dim, seed=3)
+    c = Collection.create(tmp_path / "c", dim, stage_one="IVF4,Flat", stage_one_dim=8, stage_one_params="nprobe=1")
+    c.upsert(["a"], vectors[:1])
+    assert [h.id for h in c.search(vectors[:1], k=1)[0]] == ["a"]
+    c.upsert([f"p{i}" for i in range(1, 100)], vectors[1:100])
+    c.commit()  # below the training size: nothing to write, the rows are searched exactly after a reopen too
+    c.close()
+    c = Collection.open(tmp_path / "c")
+    exact = Collection.create(tmp_path / "flat", dim, stage_one="Flat")
+    exact.upsert(["a"] + [f"p{i}" for i in range(1, 100)], vectors[:100])
+    queries = vectors[300:310]
+    assert [[h.id for h in r] for r in c.search(queries, plan=plan)] == [[h.id for h in r] for r in exact.search(queries, plan=plan)]
+    c.upsert([f"p{i}" for i in range(100, 300)], vectors[100:300])  # past 156: trained, searched by its lists
+    assert len(c.search(queries, plan=plan)[0]) == 5
+    assert c._stage_ones[8].trained and faiss.extract_index_ivf(c._stage_ones[8].index).nprobe == 1
+    c.close()
+    c = Collection.open(tmp_path / "c")  # the trained index is written by the close's commit and read back
+    assert len(c.search(queries, plan=plan)[0]) == 5 and c._stage_ones[8].trained
 
 
 def test_plan_written_form_round_trips():
