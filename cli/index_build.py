@@ -99,7 +99,7 @@ def build(
         if recorded is None:
             c.close()
             raise ValueError(f"collection {str(collection)!r}: expected a 'model' property (create it with --model)")
-        if model is not None and collection_model_properties(model)[0]["model"] != recorded:
+        if model is not None and model_location(model) != recorded:
             c.close()
             raise ValueError(f"--model: the collection was built with {recorded!r}, got {model!r}")
         model_ref = recorded
@@ -107,7 +107,7 @@ def build(
         model_ref = model_location(model or "default")
         embedder = load_embedder(model_ref)
         check_options(embedder, dataclasses.replace(options, dim=dim or embedder.full_dim))  # a refusal creates nothing
-        props, full_dim = collection_model_properties(model_ref, options.layer)
+        props, full_dim = collection_model_properties(model_ref, options.layer, embedder)
         props = dict(props, text_field=text_column)  # where its payloads hold the text: backfills read it there
         c = Collection.create(collection, dim or full_dim, properties=props, vector_dtype=vector_dtype)
     with c:

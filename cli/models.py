@@ -7,12 +7,12 @@ from telescope.embedder.model import model_location
 from telescope.index import Collection
 
 
-def collection_model_properties(model: str, layer: int | None = None) -> tuple[dict, int]:
+def collection_model_properties(model: str, layer: int | None = None, embedder: Embedder | None = None) -> tuple[dict, int]:
     """The properties a new collection records for ``model`` (its vectors taken after ``layer``, default the
-    last), and the model's full dim."""
+    last), and the model's full dim; ``embedder``: ``model`` loaded already."""
     from telescope.pipelines.ingest import layer_properties
 
-    embedder = load_embedder(model)
+    embedder = embedder or load_embedder(model)
     location = model_location(model)
     props = {"model": location, "model_version": embedder.manifest.tag, **layer_properties(embedder, layer)}
     return props, embedder.full_dim
