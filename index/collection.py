@@ -750,6 +750,19 @@ class Collection:
             self._writable()
             self._write_manifest(dict(self._manifest, default_plan=str(plan)))
 
+    def set_stage_one_params(self, params: str) -> None:
+        """Set the stage one's FAISS search knobs (``"nprobe=32"`` for IVF, ``"efSearch=128"`` for HNSW) without
+        rebuilding it: checked against a fresh index of its factory, written to the manifest atomically, then
+        applied to the index in memory."""
+        cfg = self._manifest["stage_one"]
+        StageOne(cfg["dim"], cfg["factory"], params)  # the same error a create with these params would raise
+        with self._lock:
+            self._writable()
+            self._write_manifest(dict(self._manifest, stage_one=dict(cfg, params=params)))
+            s1 = self._stage_ones.get(cfg["dim"])
+            if s1 is not None:
+                s1.set_params(params)
+
     def _stage_one(self, dim: int) -> StageOne:
         """The stage-one index for a prefix dim, brought up to date with the rows (built on first use).
 

@@ -101,12 +101,19 @@ class StageOne:
         except RuntimeError as e:
             raise ValueError(f"stage_one.factory: expected a FAISS index-factory string, got {factory!r}") from e
         if params:
-            try:
-                faiss.ParameterSpace().set_index_parameters(self.index, params)
-            except RuntimeError as e:
-                raise ValueError(f"stage_one.params: expected FAISS parameters like 'efSearch=64', got {params!r}") from e
+            self.set_params(params)
         # the rows while ``index`` cannot be trained yet, searched exactly
         self._untrained = None if self.index.is_trained else faiss.IndexFlatIP(dim)
+
+    def set_params(self, params: str) -> None:
+        """Set index-level search knobs (``nprobe=32``, ``efSearch=128``) through FAISS's ``ParameterSpace``."""
+        try:
+            faiss.ParameterSpace().set_index_parameters(self.index, params)
+        except RuntimeError as e:
+            raise ValueError(f"stage_one.params: expected FAISS parameters like 'efSearch=64', got {params!r}") from e
+        self.params = params
+        self._beams = {}  # the HNSW beams derive from efSearch
+        self._gpu_index = None  # a GPU copy carries the old knobs: copied again on the next GPU search
 
     @property
     def trained(self) -> bool:

@@ -31,8 +31,9 @@ def test_bench_index_report_at_real_and_scaled_size(tmp_path, tiny_model_path, c
     assert abs(scaled["scale_up"]["measured_cosine_to_source_mean"] - scaled["scale_up"]["target_cosine_to_source"]) < 0.02
     for scale in report["scales"]:
         methods = [p["method"] for p in scale["points"]]
-        assert methods == ["exact"] + ["faiss HNSW32, full dim"] * 2 + ["telescope, exact prefix"] + \
-            ["telescope, HNSW32 prefix"] * 2 + ["telescope, HNSW32,SQ8 prefix, float16 rows"] * 2
+        assert methods == ["exact"] + ["faiss HNSW32, full dim"] * 2 + ["faiss HNSW32,SQfp16, full dim"] * 2 + \
+            ["telescope, exact prefix"] + \
+            ["telescope, HNSW32 prefix"] * 2 + ["telescope, HNSW32,SQfp16 prefix, float16 rows"] * 2
         exact = scale["points"][0]
         assert exact["recall_at_10"] == 1.0 and exact["memory_bytes"] >= scale["vectors"] * 64 * 4
         for p in scale["points"]:
@@ -44,11 +45,15 @@ def test_bench_index_report_at_real_and_scaled_size(tmp_path, tiny_model_path, c
         assert flat["memory_bytes"] == scale["vectors"] * 64 * 4 + flat["memory_stage_one_bytes"]
         assert flat["memory_stage_one_bytes"] >= scale["vectors"] * 32 * 4
         graph, compact = (next(p for p in scale["points"] if p["method"] == f"telescope, HNSW32{kind}")
-                          for kind in (" prefix", ",SQ8 prefix, float16 rows"))
+                          for kind in (" prefix", ",SQfp16 prefix, float16 rows"))
         assert compact["memory_vectors_bytes"] * 2 == graph["memory_vectors_bytes"] == scale["vectors"] * 64 * 4
-        assert compact["memory_stage_one_bytes"] < graph["memory_stage_one_bytes"]  # 8-bit codes, the same links
+        assert compact["memory_stage_one_bytes"] < graph["memory_stage_one_bytes"]  # 16-bit codes, the same links
         assert compact["recall_at_10"] >= graph["recall_at_10"] - 0.05
         assert set(scale["targets"]) >= {"batch1", "batch"}
+        quantized = [p for p in scale["points"] if p["method"] == "faiss HNSW32,SQfp16, full dim"]
+        assert all(not p["baseline"] for p in quantized) and quantized[0]["memory_bytes"] < scale["points"][1]["memory_bytes"]
+        for row in scale["targets"]["batch"]["plans"]:  # judged against the float32 graph, the other one reported
+            assert set(row["others"]) == {"faiss HNSW32,SQfp16, full dim"}
     assert all(p["device"] == "cpu" for scale in report["scales"] for p in scale["points"])  # no GPU here
     assert (tmp_path / "out" / "bi.md").read_text().count("| exact | IndexFlatIP | CPU |") == 2
     assert "| stage one CPU, re-rank CPU |" in (tmp_path / "out" / "bi.md").read_text()
@@ -78,6 +83,7 @@ def test_bench_index_on_synthetic_vectors_needs_no_model_data_or_missing_package
 
     argv = ["bench", "index", "--synthetic", "2000", "--queries", "30", "--threads", "1", "--batch1-queries", "5",
             "--repeats", "1", "--flat-plans", "64:100,384:10", "--hnsw-plans", "64:50,384:10", "--hnsw-ef", "16,64",
+            "--ivf-plans", "64:100,384:10", "--ivf-nprobe", "1,16", "--ivf-nlist", "16",
             "--no-compact", "--data", str(tmp_path / "absent"), "--model", str(tmp_path / "absent"),
             "--workdir", str(tmp_path / "work"), "--out", str(tmp_path / "out"), "--name", "syn"]
     done = subprocess.run([sys.executable, "-c", SYNTHETIC_SCRIPT, *argv], capture_output=True, text=True, timeout=300)
@@ -87,9 +93,14 @@ def test_bench_index_on_synthetic_vectors_needs_no_model_data_or_missing_package
     assert "model" not in report and [s["vectors"] for s in report["scales"]] == [2000]
     points = report["scales"][0]["points"]
     assert [p["method"] for p in points] == ["exact"] + ["faiss HNSW32, full dim"] * 2 + \
-        ["telescope, exact prefix", "telescope, HNSW32 prefix"]
+        ["telescope, exact prefix", "telescope, HNSW32 prefix"] + ["telescope, IVF16 prefix"] * 2
     flat = points[3]
     assert flat["recall_at_10"] > 0.9  # the first 64 of 384 coordinates carry most of the signal
+    one_list, every_list = points[5:]
+    assert [p["setting"] for p in points[5:]] == ["64:100,384:10 nprobe=1", "64:100,384:10 nprobe=16"]
+    assert every_list["recall_at_10"] == flat["recall_at_10"]  # nprobe = nlist: the exact prefix shortlist
+    assert one_list["recall_at_10"] < every_list["recall_at_10"]
+    assert report["options"]["ivf_nlist"] == 16
     assert report["host"]["faiss_gpus"] == 0 and all(p["device"] == "cpu" for p in points)
     md = (tmp_path / "out" / "syn.md").read_text()
     assert "2,000 synthetic x 384 dims and 30 queries" in md and "FAISS sees no GPU" in md
@@ -166,3 +177,15 @@ def test_a_plan_beyond_every_measured_hnsw_recall_beats_it_when_faster_than_the_
     assert not slower["beats_hnsw_qps"]
     assert "the most accurate, efSearch=1024 (recall 0.980), runs 700 q/s" in faster["hnsw_how"]
     assert targets(scale)["batch1"]["met"]
+
+
+def test_ivf_lists_follow_the_corpus_size_unless_set():
+    from telescope.eval.bench_index import Options
+
+    options = Options(flat_plans=[], hnsw_plans=[], hnsw_ef=[16])
+    assert options.nlist(227_246) == 2048 and options.nlist(1_000_000) == 4096 and options.nlist(10) == 16
+    assert Options(flat_plans=[], hnsw_plans=[], hnsw_ef=[16], ivf_nlist=100).nlist(1_000_000) == 100
+    with pytest.raises(ValueError, match="ivf_nprobe: expected one or more nprobe values >= 1, got \\[0\\]"):
+        Options(flat_plans=[], hnsw_plans=[], hnsw_ef=[16], ivf_nprobe=[0]).check(64)
+    with pytest.raises(ValueError, match="ivf_plans: expected one first-stage dim"):
+        Options(flat_plans=[], hnsw_plans=[], hnsw_ef=[16], ivf_plans=["16:50,64:10", "32:50,64:10"]).check(64)

@@ -148,3 +148,44 @@ def test_the_exact_module_exports_only_what_it_defines():
     namespace: dict = {}
     exec("from telescope.index.exact import *", namespace)
     assert "exact_search" in namespace
+
+
+def test_stage_one_params_change_without_a_rebuild_and_persist(tmp_path):
+    """nprobe is a search knob: raising it to every list makes an IVF stage one exact; it survives a reopen."""
+    vectors = nested_vectors(2000, D, seed=7)
+    queries = nested_vectors(30, D, seed=8)
+    c = Collection.create(tmp_path / "c", D, default_plan="16:50,64:10", stage_one="IVF32,Flat", stage_one_params="nprobe=1")
+    c.upsert([f"p{i}" for i in range(2000)], vectors)
+    exact = reference_plan(vectors, queries, Plan.parse("16:50,64:10"), 10)
+    _, one_list = c.search_rows(queries, 10)
+    c.set_stage_one_params("nprobe=32")
+    _, all_lists = c.search_rows(queries, 10)
+    assert (one_list != exact).any()
+    np.testing.assert_array_equal(all_lists, exact)
+    c.commit()
+    c.close()
+    with Collection.open(tmp_path / "c") as reopened:
+        assert reopened.info()["stage_one"]["params"] == "nprobe=32"
+        np.testing.assert_array_equal(reopened.search_rows(queries, 10)[1], exact)
+
+
+def test_hnsw_ef_search_change_takes_effect_on_the_next_search(tmp_path):
+    from telescope.index.stage_one import StageOne
+
+    vectors = np.random.default_rng(4).standard_normal((3000, 32)).astype(np.float32)
+    s1 = StageOne(32, "HNSW8")
+    s1.add(vectors)
+    s1.search(vectors[:5], 10, None)  # caches the beam of width 16
+    s1.set_params("efSearch=400")
+    assert s1.index.hnsw.efSearch == 400 and s1._params(None, 10).efSearch == 400
+
+
+def test_bad_stage_one_params_are_refused_and_change_nothing(tmp_path):
+    c = Collection.create(tmp_path / "c", D, stage_one="IVF8,Flat", stage_one_params="nprobe=2")
+    with pytest.raises(ValueError, match="stage_one.params: expected FAISS parameters.*'bogus=3'"):
+        c.set_stage_one_params("bogus=3")
+    assert c.info()["stage_one"]["params"] == "nprobe=2"
+    c.close()
+    ro = Collection.open(tmp_path / "c", read_only=True)
+    with pytest.raises(Exception, match="read-only|read only"):
+        ro.set_stage_one_params("nprobe=4")
