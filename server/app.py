@@ -4,8 +4,9 @@
 NOT_SERVING; ``load()`` opens the collections and models and flips health to SERVING; ``stop(grace)`` flips
 health to NOT_SERVING, refuses new calls, lets calls in flight finish for up to ``grace`` seconds, then
 commits and closes every collection. Gzip compresses responses to clients that accept it; requests in gzip
-are always accepted. Messages up to 64 MiB; over that, and over ``max_concurrent_rpcs`` calls at once, gRPC
-itself answers RESOURCE_EXHAUSTED. Binds 127.0.0.1 unless told otherwise.
+are always accepted. Messages up to 64 MiB; over that gRPC itself answers RESOURCE_EXHAUSTED, and so does the
+server over ``max_concurrent_rpcs`` telescope calls at once (``bridge.CallGate``: health and reflection calls
+are not counted, so a busy server still answers its health checks). Binds 127.0.0.1 unless told otherwise.
 
 The server is gRPC's asyncio server on an event loop of its own (``EventLoopThread``): short vector searches
 are answered on the loop, every other call in a pool of ``max_workers`` threads (``bridge``), but streaming calls,
@@ -41,7 +42,7 @@ from telescope.proto.telescope.v1 import (
     search_pb2_grpc,
 )
 from telescope.server.auth import TokenAuth, check_token
-from telescope.server.bridge import add_servicer
+from telescope.server.bridge import CallGate, add_servicer
 from telescope.server.collections import CollectionsServicer
 from telescope.server.embed import EmbedServicer
 from telescope.server.limits import Limits
@@ -146,7 +147,6 @@ def grpc_server(limits: Limits, gzip: bool, interceptors: list | None = None) ->
             ("grpc.max_send_message_length", limits.max_message_bytes),
             ("grpc.so_reuseport", 0),
         ],
-        maximum_concurrent_rpcs=limits.max_concurrent_rpcs,
         compression=grpc.Compression.Gzip if gzip else None,
     )
 
@@ -208,7 +208,8 @@ class TelescopeServer:
         c = self.config
         server = grpc_server(c.limits, c.gzip, [TokenAuth(c.token)] if c.token else [])
         search = SearchServicer(self.state)
-        executors = dict(pool=self._pool, streams=self._streams, max_response_bytes=c.limits.max_message_bytes)
+        executors = dict(pool=self._pool, streams=self._streams, max_response_bytes=c.limits.max_message_bytes,
+                         gate=CallGate(c.limits.max_concurrent_rpcs))
         add_servicer(collections_pb2_grpc.add_CollectionsServicer_to_server, CollectionsServicer(self.state), server, **executors)
         add_servicer(points_pb2_grpc.add_PointsServicer_to_server, PointsServicer(self.state), server, **executors)
         add_servicer(search_pb2_grpc.add_SearchServicer_to_server, search, server, inline={"Search": search.inline}, **executors)

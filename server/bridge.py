@@ -38,6 +38,27 @@ _END = object()
 GZIP_MIN_BYTES = 4096
 
 
+class CallGate:
+    """At most ``limit`` telescope calls at once; a call over it ends RESOURCE_EXHAUSTED before any work. It counts
+    only the services added through ``add_servicer``: gRPC's own ``maximum_concurrent_rpcs`` would count health
+    checks too, and a server busy with long streams would then look dead to the orchestrator probing it. Used
+    on the event loop only (no lock)."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.active = 0
+
+    async def enter(self, context: grpc.aio.ServicerContext) -> None:
+        if self.active >= self.limit:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, (
+                f"server: expected at most {self.limit} telescope calls at once (--max-concurrent-rpcs), got "
+                f"{self.active + 1}; retry later"))
+        self.active += 1
+
+    def leave(self) -> None:
+        self.active -= 1
+
+
 class Abort(Exception):
     """``ThreadContext.abort``: unwinds the servicer; the coroutine then ends the call with this status."""
 
@@ -188,9 +209,35 @@ def _stream_out(behavior: Callable, pool: futures.Executor, streams: futures.Exe
     return handler
 
 
+def _gated(handler: Callable, gate: CallGate | None, generator: bool) -> Callable:
+    """``handler`` admitted through ``gate`` (None: always), counted until it ends."""
+    if gate is None:
+        return handler
+    if generator:
+        async def gated_stream(request, context: grpc.aio.ServicerContext):
+            await gate.enter(context)
+            try:
+                async for item in handler(request, context):
+                    yield item
+            finally:
+                gate.leave()
+
+        return gated_stream
+
+    async def gated(request, context: grpc.aio.ServicerContext):
+        await gate.enter(context)
+        try:
+            return await handler(request, context)
+        finally:
+            gate.leave()
+
+    return gated
+
+
 def asyncio_handler(
     handler: grpc.RpcMethodHandler, pool: futures.Executor, inline: Callable | None = None,
     streams: futures.Executor | None = None, max_response_bytes: int = 64 * 1024 * 1024,
+    gate: CallGate | None = None,
 ) -> grpc.RpcMethodHandler:
     """The same RPC (kind, serializers) with its behavior as a coroutine for ``grpc.aio``, run in ``pool``; a unary
     call for which ``inline(request, context)`` returns a response (computed on the event loop) ends with it. A call
@@ -203,13 +250,16 @@ def asyncio_handler(
     if streaming == (False, False):
         if inline is not None:  # an inline answer may be a message's bytes already
             options["response_serializer"] = _passing_bytes(handler.response_serializer)
-        behavior = _unary(handler.unary_unary, pool, inline, parse, max_response_bytes)
+        behavior = _gated(_unary(handler.unary_unary, pool, inline, parse, max_response_bytes), gate, False)
         return grpc.unary_unary_rpc_method_handler(behavior, **options)
     if streaming == (True, False):
-        return grpc.stream_unary_rpc_method_handler(_stream_in(handler.stream_unary, streams, parse), **options)
+        behavior = _gated(_stream_in(handler.stream_unary, streams, parse), gate, False)
+        return grpc.stream_unary_rpc_method_handler(behavior, **options)
     if streaming == (False, True):
-        return grpc.unary_stream_rpc_method_handler(_stream_out(handler.unary_stream, pool, None, parse), **options)
-    return grpc.stream_stream_rpc_method_handler(_stream_out(handler.stream_stream, pool, streams, parse), **options)
+        behavior = _gated(_stream_out(handler.unary_stream, pool, None, parse), gate, True)
+        return grpc.unary_stream_rpc_method_handler(behavior, **options)
+    behavior = _gated(_stream_out(handler.stream_stream, pool, streams, parse), gate, True)
+    return grpc.stream_stream_rpc_method_handler(behavior, **options)
 
 
 class _Collect:
@@ -228,14 +278,15 @@ class _Collect:
 def add_servicer(
     add: Callable, servicer: object, server: grpc.aio.Server, pool: futures.Executor,
     inline: dict[str, Callable] | None = None, streams: futures.Executor | None = None,
-    max_response_bytes: int = 64 * 1024 * 1024,
+    max_response_bytes: int = 64 * 1024 * 1024, gate: CallGate | None = None,
 ) -> None:
     """``add(servicer, server)`` (a generated ``add_*Servicer_to_server``) for an asyncio server, every method run
-    by ``asyncio_handler``; ``inline`` maps method names to their ``inline(request, context)``."""
+    by ``asyncio_handler`` (and admitted through ``gate``); ``inline`` maps method names to their
+    ``inline(request, context)``."""
     collected = _Collect()
     add(servicer, collected)
     for service, handlers in collected.services.items():
-        wrapped = {name: asyncio_handler(h, pool, (inline or {}).get(name), streams, max_response_bytes)
+        wrapped = {name: asyncio_handler(h, pool, (inline or {}).get(name), streams, max_response_bytes, gate)
                    for name, h in handlers.items()}
         server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(service, wrapped)])
         server.add_registered_method_handlers(service, wrapped)

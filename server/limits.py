@@ -1,8 +1,8 @@
 """The limits a server enforces so that it keeps serving whatever a client sends.
 
 Over a size limit a request fails with RESOURCE_EXHAUSTED (``LimitExceeded``) before any work; a message over
-``max_message_bytes`` is refused by gRPC itself with the same code; more than ``max_concurrent_rpcs`` calls at
-once are refused by gRPC with RESOURCE_EXHAUSTED. ``max_k`` is a bound on a field's value, so a larger ``k`` is
+``max_message_bytes`` is refused by gRPC itself with the same code; more than ``max_concurrent_rpcs`` telescope
+calls at once are refused with RESOURCE_EXHAUSTED (``bridge.CallGate``; health checks are not counted). ``max_k`` is a bound on a field's value, so a larger ``k`` is
 INVALID_ARGUMENT; so is ``max_keep``, the longest shortlist a plan may ask for (the index allocates scores and
 rows for every kept candidate of every query: a plan keeping 3e9 made the server run out of memory).
 """

@@ -234,3 +234,41 @@ def test_writes_racing_the_deletion_of_their_collection_get_not_found(tmp_path, 
         for t in threads:
             t.join(60)
         assert not unexpected, unexpected[:3]
+
+
+def test_the_call_limit_counts_telescope_calls_and_leaves_health_checks_through(tmp_path, tiny_model_path):
+    """At ``max_concurrent_rpcs`` telescope calls in flight a further one gets RESOURCE_EXHAUSTED naming the limit,
+    but health checks are still answered (an orchestrator probing a busy server must not see it as dead), and
+    the calls are counted down as they end."""
+    release = threading.Event()
+
+    def stalled_embeds():
+        yield embed_pb2.EmbedRequest(texts=["a first text"])
+        release.wait(60)
+
+    with running_server(tmp_path / "data", tiny_model_path, limits=Limits(max_concurrent_rpcs=2)) as server, \
+            Client(server.target, timeout=20) as client:
+        calls = []
+        try:
+            for _ in range(2):
+                call = client.embeds.EmbedStream(stalled_embeds(), timeout=60)
+                assert next(call).dim == DIM
+                calls.append(call)
+            with pytest.raises(RemoteError) as refused:
+                client.list_collections()
+            assert refused.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "at most 2 telescope calls at once" in refused.value.details
+            for _ in range(5):
+                assert client.health() == "SERVING"
+        finally:
+            release.set()
+            for call in calls:
+                call.cancel()
+        deadline = time.monotonic() + 10
+        while True:  # the cancelled streams leave the count as their handlers end
+            try:
+                assert client.list_collections() == []
+                break
+            except RemoteError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
