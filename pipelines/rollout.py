@@ -87,6 +87,19 @@ def rollout_status(collection: Collection) -> RolloutStatus | None:
     )
 
 
+def check_writable_version(collection: Collection, version: str) -> None:
+    """ValueError when ``version`` is the one a finished rollout took the collection away from (the old model's
+    after ``complete``, the new model's after ``aborted``): its vectors would bring that version back."""
+    record = collection.properties.get(KEY)
+    if record is None or record["state"] not in ("complete", "aborted"):
+        return
+    old, new = record["from"]["model_version"], record["to"]["model_version"]
+    left, kept, why = (old, new, f"the rollout from {old!r} is complete") if record["state"] == "complete" else (
+        new, old, f"the rollout to {new!r} was aborted")
+    if version == left:
+        raise ValueError(f"model_version: expected '' or {kept!r} ({why}), got {version!r}")
+
+
 def check_compatible(collection: Collection, new: Embedder) -> int:
     """The prefix on which ``new``'s vectors compare with the stored ones; ValueError naming why when none."""
     props = collection.properties

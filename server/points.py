@@ -18,6 +18,7 @@ from telescope.index import Collection
 from telescope.index.checks import check_ids
 from telescope.pipelines import ingest
 from telescope.pipelines.ingest import text_field
+from telescope.pipelines.rollout import check_writable_version
 from telescope.proto.telescope.v1 import common_pb2, points_pb2 as pb
 from telescope.proto.telescope.v1 import points_pb2_grpc
 from telescope.server.convert import payload_dict, struct_message, vector_message, vector_values
@@ -84,6 +85,7 @@ class PointsServicer(points_pb2_grpc.PointsServicer):
         check_ids(ids)  # here, not per chunk of texts: a repeated id fails the request before anything is written
         if kind == "vector":
             version = request.model_version or collection.properties.get("model_version") or "unknown"
+            check_writable_version(collection, version)
             dim = collection.version_dim(version)  # the collection's dim, or an older version's own (rollouts)
             vectors = np.stack([vector_values(p.vector, f"points[{i}].vector", (dim, dim)) for i, p in enumerate(points)])
             collection.upsert(ids, vectors, payloads, model_version=version)

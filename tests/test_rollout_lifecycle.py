@@ -9,6 +9,7 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 from cli_helpers import run_cli as _run_cli
 from server_helpers import running_server
 from telescope.index import Collection
@@ -145,3 +146,23 @@ def test_a_collection_built_from_another_text_column_keeps_texts_there(tmp_path,
     assert code == 0, err
     status = json.loads(out[out.index("{"):])
     assert (status["state"], status["backfilled"], status["text_field"]) == ("complete", 41, "body")
+
+
+@pytest.mark.parametrize("state, refused, message", [
+    ("backfilling", None, None),
+    ("aborting", None, None),
+    ("complete", "a:1", "model_version: expected '' or 'b:1' (the rollout from 'a:1' is complete), got 'a:1'"),
+    ("aborted", "b:1", "model_version: expected '' or 'a:1' (the rollout to 'b:1' was aborted), got 'b:1'"),
+])
+def test_only_a_finished_rollout_refuses_the_version_it_left(tmp_path, state, refused, message):
+    from telescope.pipelines.rollout import check_writable_version
+
+    record = {"state": state, "from": {"model_version": "a:1"}, "to": {"model_version": "b:1"}}
+    with Collection.create(tmp_path / "c", 8, properties={"rollout": record}) as c:
+        for version in ("a:1", "b:1", "c:1"):
+            if version == refused:
+                with pytest.raises(ValueError) as e:
+                    check_writable_version(c, version)
+                assert str(e.value) == message
+            else:
+                check_writable_version(c, version)

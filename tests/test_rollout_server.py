@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import time
 
+import grpc
+import pytest
+
 from server_helpers import running_server
 from telescope.index import Collection
 from telescope.pipelines.rollout import start_rollout
@@ -63,3 +66,27 @@ def test_collections_without_a_rollout_have_none(tmp_path, tiny_embedder, tiny_m
         assert not client.get_collection("plain").HasField("rollout")
         assert not client.list_collections()[0].HasField("rollout")
     assert Collection.open(tmp_path / "data" / "plain", read_only=True).dim == 64
+
+
+def test_vectors_of_the_version_a_finished_rollout_left_are_refused(tmp_path, tiny_embedder, tiny_model_path,
+                                                                     new_embedder, new_model_path):  # noqa: F811
+    """Once a rollout is complete, a write of the old model's vectors would bring back the version the collection
+    has left (and a rollout state that no longer holds): INVALID_ARGUMENT naming the version to write."""
+    from telescope.pipelines.rollout import run_backfill
+    from telescope.server.client import RemoteError
+
+    data = tmp_path / "data"
+    c = make_collection(data / "docs", tiny_embedder, tiny_model_path)
+    start_rollout(c, new_embedder, str(new_model_path))
+    run_backfill(c, new_embedder, show_progress=False)
+    c.close()
+    old, new = tiny_embedder.encode(QUERIES[:1]), new_embedder.encode(QUERIES[:1])
+    with running_server(data, tiny_model_path) as server, Client(server.target) as client:
+        assert client.get_collection("docs").rollout.state == "complete"
+        with pytest.raises(RemoteError) as refused:
+            client.upsert("docs", ["late"], vectors=old, model_version="tiny-bert:1")
+        assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert refused.value.details == ("model_version: expected '' or 'tiny-bt2:1' (the rollout from 'tiny-bert:1' "
+                                         "is complete), got 'tiny-bert:1'")
+        assert client.upsert("docs", ["late"], vectors=new).upserted == 1
+        assert client.get_collection("docs").model_versions == {"tiny-bt2:1": 41}
