@@ -36,6 +36,7 @@ def serve(
     compute_threads: Annotated[int, typer.Option(help="torch and FAISS threads per call (calls run in parallel).")] = 1,
     switch_interval_ms: Annotated[float, typer.Option(help="How long a Python thread may hold the GIL while others wait (sys.setswitchinterval).")] = 5.0,
     search_processes: Annotated[int, typer.Option(help="Replica processes answering plain vector searches on other cores, each with its own copy of the collections it searches (memory); 0: none.")] = 0,
+    keepalive_s: Annotated[float, typer.Option(help="Ping each client this often; one that does not answer within 20 s is dropped and its calls end.")] = 60.0,
     max_concurrent_rpcs: Annotated[int, typer.Option(help="Telescope calls at once; more get RESOURCE_EXHAUSTED (health checks are not counted).")] = 256,
 ) -> None:
     """Serve the collections under --data over gRPC (telescope.v1 + health + reflection)."""
@@ -50,7 +51,7 @@ def serve(
     config = ServerConfig(
         data_dir=data, host=host, port=port, token=read_token(token or None, token_file),
         tls_cert=tls_cert, tls_key=tls_key, model=model, max_workers=max_workers, gzip=gzip,
-        search_processes=search_processes, limits=Limits(max_concurrent_rpcs=max_concurrent_rpcs),
+        search_processes=search_processes, limits=Limits(max_concurrent_rpcs=max_concurrent_rpcs), keepalive_s=keepalive_s,
     )
     set_compute_threads(compute_threads)
     set_switch_interval(switch_interval_ms)

@@ -60,6 +60,7 @@ SERVICES = [
     search_pb2.DESCRIPTOR.services_by_name["Search"].full_name,
     embed_pb2.DESCRIPTOR.services_by_name["Embed"].full_name,
 ]
+KEEPALIVE_TIMEOUT_S = 20  # seconds a client has to answer a keepalive ping
 
 
 @dataclass
@@ -75,6 +76,7 @@ class ServerConfig:
     gzip: bool = True
     search_processes: int = 0  # search replicas (server/replica.py); 0: searches run in the server process
     limits: Limits = field(default_factory=Limits)
+    keepalive_s: float = 60.0  # HTTP/2 ping to each client this often; no answer within KEEPALIVE_TIMEOUT_S: calls end
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -84,6 +86,8 @@ class ServerConfig:
                 raise FileNotFoundError(f"{flag}: no such file {str(path)!r}")
         if self.tls_cert is not None:
             check_tls(Path(self.tls_cert), Path(self.tls_key))
+        if not 0 < self.keepalive_s <= 7200:
+            raise ValueError(f"--keepalive-s: expected seconds in (0, 7200], got {self.keepalive_s}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"--port: expected 0..65535 (0 picks a free port), got {self.port}")
         if self.max_workers < 1:
@@ -136,16 +140,27 @@ def set_switch_interval(ms: float) -> None:
     sys.setswitchinterval(ms / 1000)
 
 
-def grpc_server(limits: Limits, gzip: bool, interceptors: list | None = None) -> grpc.aio.Server:
+def grpc_server(limits: Limits, gzip: bool, interceptors: list | None = None, keepalive_s: float = 60.0) -> grpc.aio.Server:
     """The gRPC server every telescope service runs on (asyncio; servicers added through ``bridge.add_servicer``):
-    the message-size and concurrency limits, gzip; one place, so the benchmark's canned floor (server/bench.py)
-    is the same server. Call on the event loop that will run it."""
+    the message-size limits, gzip, keepalive; one place, so the benchmark's canned floor (server/bench.py) is the
+    same server. Call on the event loop that will run it.
+
+    Keepalive: the server pings each connection every ``keepalive_s`` (also while a stream waits in silence, any
+    number of times) and drops one that does not answer within ``KEEPALIVE_TIMEOUT_S``, ending its calls: a
+    client that vanished without closing its connection would otherwise hold its streams until the kernel gave
+    up on the socket (about two hours). Clients may ping every 10 s or more slowly (gRPC's default asks 5 min)."""
+    keepalive_ms = max(1, int(keepalive_s * 1000))
     return grpc.aio.server(
         interceptors=interceptors or [],
         options=[
             ("grpc.max_receive_message_length", limits.max_message_bytes),
             ("grpc.max_send_message_length", limits.max_message_bytes),
             ("grpc.so_reuseport", 0),
+            ("grpc.keepalive_time_ms", keepalive_ms),
+            ("grpc.keepalive_timeout_ms", min(keepalive_ms, KEEPALIVE_TIMEOUT_S * 1000)),
+            ("grpc.http2.ping_timeout_ms", min(keepalive_ms, KEEPALIVE_TIMEOUT_S * 1000)),
+            ("grpc.http2.max_pings_without_data", 0),
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ],
         compression=grpc.Compression.Gzip if gzip else None,
     )
@@ -178,10 +193,16 @@ class TelescopeServer:
         self._loop: EventLoopThread | None = None
         self._pool: futures.ThreadPoolExecutor | None = None
         self._streams: futures.ThreadPoolExecutor | None = None
+        self._gate: CallGate | None = None
 
     @property
     def stats(self):
         return self.state.stats
+
+    @property
+    def calls_in_flight(self) -> int:
+        """Telescope calls admitted and not ended yet (health and reflection not counted)."""
+        return self._gate.active if self._gate is not None else 0
 
     @property
     def target(self) -> str:
@@ -206,10 +227,11 @@ class TelescopeServer:
 
     async def _start(self) -> int:
         c = self.config
-        server = grpc_server(c.limits, c.gzip, [TokenAuth(c.token)] if c.token else [])
+        server = grpc_server(c.limits, c.gzip, [TokenAuth(c.token)] if c.token else [], c.keepalive_s)
         search = SearchServicer(self.state)
+        self._gate = CallGate(c.limits.max_concurrent_rpcs)
         executors = dict(pool=self._pool, streams=self._streams, max_response_bytes=c.limits.max_message_bytes,
-                         gate=CallGate(c.limits.max_concurrent_rpcs))
+                         gate=self._gate)
         add_servicer(collections_pb2_grpc.add_CollectionsServicer_to_server, CollectionsServicer(self.state), server, **executors)
         add_servicer(points_pb2_grpc.add_PointsServicer_to_server, PointsServicer(self.state), server, **executors)
         add_servicer(search_pb2_grpc.add_SearchServicer_to_server, search, server, inline={"Search": search.inline}, **executors)

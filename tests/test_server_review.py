@@ -272,3 +272,84 @@ def test_the_call_limit_counts_telescope_calls_and_leaves_health_checks_through(
             except RemoteError:
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
+
+
+class BlackHoleProxy:
+    """A TCP relay to ``target`` that can go silent (``freeze``): bytes stop flowing both ways, sockets stay open,
+    as when a client's machine vanishes from the network without closing its connection."""
+
+    def __init__(self, target: str):
+        import socket
+
+        host, _, port = target.rpartition(":")
+        self._target = (host.strip("[]"), int(port))
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self._listener.getsockname()[1]}"
+        self.frozen = threading.Event()
+        self._sockets = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self._target)
+            self._sockets += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._relay, args=(a, b), daemon=True).start()
+
+    def _relay(self, source, sink) -> None:
+        while True:
+            try:
+                data = source.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            if not self.frozen.is_set():
+                sink.sendall(data)
+
+    def close(self) -> None:
+        for s in [self._listener, *self._sockets]:
+            s.close()
+
+
+def test_a_stream_whose_client_vanished_is_ended_by_keepalive(tmp_path, tiny_model_path):
+    """The server pings its clients (``keepalive_s``); a client whose connection stays open but answers nothing
+    loses its calls after the ping's timeout, so its stream stops holding a thread and a slot of the call limit."""
+    release = threading.Event()
+
+    def stalled_embeds():
+        yield embed_pb2.EmbedRequest(texts=["a first text"])
+        release.wait(30)
+
+    with running_server(tmp_path / "data", tiny_model_path, keepalive_s=0.5) as server:
+        proxy = BlackHoleProxy(server.target)
+        try:
+            with Client(proxy.address, timeout=20) as client:
+                call = client.embeds.EmbedStream(stalled_embeds(), timeout=60)
+                assert next(call).dim == DIM and server.calls_in_flight == 1
+                proxy.frozen.set()
+                deadline = time.monotonic() + 15
+                while server.calls_in_flight:
+                    assert time.monotonic() < deadline, "the vanished client's stream still holds its slot"
+                    time.sleep(0.1)
+                release.set()
+                call.cancel()
+        finally:
+            release.set()
+            proxy.close()
+
+
+def test_serve_refuses_a_keepalive_or_call_limit_out_of_range(tmp_path, capsys):
+    from cli_helpers import run_cli
+    from telescope.server.app import ServerConfig
+
+    with pytest.raises(ValueError, match=r"--keepalive-s: expected seconds in \(0, 7200\], got 0"):
+        ServerConfig(data_dir=tmp_path, keepalive_s=0)
+    code, _, err = run_cli(["serve", "--data", str(tmp_path), "--port", "0", "--max-concurrent-rpcs", "0"], capsys)
+    assert code != 0 and "--max-concurrent-rpcs: expected an integer >= 1, got 0" in err
