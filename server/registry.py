@@ -23,7 +23,7 @@ from telescope.embedder import DEFAULT_MODEL, Embedder, load_embedder
 from telescope.embedder.model import model_location
 from telescope.index import Collection
 from telescope.index.wal import fsync_dir
-from telescope.pipelines.backfill import BackgroundBackfill
+from telescope.pipelines.backfill import BackfillReport, BackgroundBackfill
 from telescope.pipelines.ingest import check_collection_dim
 from telescope.pipelines.rollout import ACTIVE, KEY as ROLLOUT, rollout_status, settle
 
@@ -51,6 +51,7 @@ class Registry:
         self._collections: dict[str, Collection] = {}
         self._embedders: dict[str, Embedder] = {}
         self._lock = threading.RLock()
+        self._closed = False  # close() began: no new background backfill starts
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
     def load(self) -> list[str]:
@@ -76,11 +77,20 @@ class Registry:
             settle(collection)
             return
         model = status.to_model if status.state == "backfilling" else status.from_model
-        job = BackgroundBackfill(collection, self.embedder(model), on_done=lambda report: settle(collection),
+        job = BackgroundBackfill(collection, self.embedder(model), on_done=lambda report: self._backfilled(name, collection, report),
                                  rate=self.backfill_rate, batch_size=self.backfill_batch_size,
                                  text_field=status.text_field)
         with self._lock:
+            if self._closed or self._collections.get(name) is not collection:
+                return  # the server is stopping, or the collection was deleted meanwhile
             self._backfills[name] = job.start()
+
+    def _backfilled(self, name: str, collection: Collection, report: BackfillReport) -> None:
+        """A background backfill ended: settle the rollout; points of the version it replaces that were written
+        after its last pass and before settling keep it active, and get a backfill of their own."""
+        status = settle(collection)
+        if not report.stopped and status is not None and status.state in ACTIVE and status.remaining:
+            self._resume_backfill(name, collection)
 
     def backfill_state(self, name: str) -> tuple[bool, str]:
         """Whether this server runs a backfill of ``name`` now, and why it ended early ("" if it did not)."""
@@ -93,6 +103,7 @@ class Registry:
     def close(self) -> list[str]:
         """Commit and close every collection (called after the last request drained); returns their names."""
         with self._lock:
+            self._closed = True
             jobs = list(self._backfills.values())
         for job in jobs:
             job.stop()

@@ -90,3 +90,33 @@ def test_vectors_of_the_version_a_finished_rollout_left_are_refused(tmp_path, ti
                                          "is complete), got 'tiny-bert:1'")
         assert client.upsert("docs", ["late"], vectors=new).upserted == 1
         assert client.get_collection("docs").model_versions == {"tiny-bt2:1": 41}
+
+
+def test_a_point_of_the_old_version_written_after_the_last_pass_is_backfilled_too(
+        tmp_path, tiny_embedder, tiny_model_path, new_embedder, new_model_path, monkeypatch):  # noqa: F811
+    """The race between the background backfill's last pass and settling the rollout, made deterministic: an
+    old-version vector lands just before the first settle. The server backfills it too and the rollout completes,
+    instead of staying backfilling with no backfill running until a restart."""
+    from telescope.server import registry
+
+    data = tmp_path / "data"
+    c = make_collection(data / "docs", tiny_embedder, tiny_model_path)
+    start_rollout(c, new_embedder, str(new_model_path))
+    c.close()
+    real_settle, late = registry.settle, []
+
+    def settle_after_a_late_write(collection):
+        if not late:
+            late.append(collection.upsert(["late"], tiny_embedder.encode(["a late old-model point"]),
+                                          [{"text": "a late old-model point"}], model_version="tiny-bert:1"))
+        return real_settle(collection)
+
+    monkeypatch.setattr(registry, "settle", settle_after_a_late_write)
+    with running_server(data, tiny_model_path, load=False) as server, Client(server.target) as client:
+        server.state.registry.backfill_rate = None
+        server.load()
+        deadline = time.monotonic() + 60
+        while (info := client.get_collection("docs")).rollout.state != "complete":
+            assert time.monotonic() < deadline, f"rollout left {info.rollout.state} with {info.model_versions}"
+            time.sleep(0.1)
+        assert late and info.model_versions == {"tiny-bt2:1": 41}
