@@ -20,6 +20,7 @@ import numpy as np
 from telescope.index.stage_one import prefix_normalize
 
 RERANK_CHUNK = 4_000_000  # candidate coordinates upcast at once (16 MB of float32)
+UPCAST_GRAIN = 32_768  # torch's internal::GRAIN_SIZE: a smaller copy runs on one thread
 
 
 def rerank(
@@ -63,21 +64,30 @@ def _rerank_prefix(
 def _prefix_scores(q: np.ndarray, rows: np.ndarray, vectors: np.ndarray, dim: int) -> np.ndarray:
     """Cosine of each query's ``dim``-prefix with each of its candidates' (-inf where a row is -1)."""
     valid = rows >= 0
-    gathered = vectors[np.where(valid, rows, 0).reshape(-1), :dim]
+    safe = np.where(valid, rows, 0).reshape(-1)
+    gathered = np.take(vectors, safe, axis=0) if dim == vectors.shape[1] else vectors[safe, :dim]  # take: 1.6x faster
     candidates = upcast(gathered).reshape(*rows.shape, dim)
-    dots = np.matmul(candidates, q[:, :, None])[..., 0]
+    dots = np.einsum("bkd,bd->bk", candidates, q)
     norms = np.sqrt(np.einsum("bkd,bkd->bk", candidates, candidates))
     return np.where(valid, dots / np.maximum(norms, 1e-12), -np.inf).astype(np.float32, copy=False)
 
 
 def upcast(rows: np.ndarray) -> np.ndarray:
-    """``rows`` as float32. numpy's float16 cast runs without SIMD here (64 us for 100 x 384); torch's uses F16C
-    (4 us), so float16 rows go through torch (imported on first use: collections of float32 rows never load it)."""
+    """``rows`` (2-D) as float32. numpy's float16 cast runs without SIMD here (64 us for 100 x 384); torch's uses
+    F16C (4 us), so float16 rows go through torch (imported on first use: collections of float32 rows never load
+    it), in pieces under torch's parallel grain (32,768 values) so that each runs on the calling thread: torch's
+    OpenMP threads woken right after FAISS's (stage one) fought them for the cores, measured 266 us per query
+    at batch 64 for a stage one of 25 us and a re-rank of 124."""
     if rows.dtype == np.float32:
         return rows
     import torch
 
-    return torch.from_numpy(np.ascontiguousarray(rows)).float().numpy()
+    rows = np.ascontiguousarray(rows)
+    out = np.empty(rows.shape, dtype=np.float32)
+    step = max(1, UPCAST_GRAIN // max(1, rows.shape[1]))
+    for s in range(0, len(rows), step):
+        torch.from_numpy(out[s : s + step]).copy_(torch.from_numpy(rows[s : s + step]))
+    return out
 
 
 def merge_top(found: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
