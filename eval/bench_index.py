@@ -6,7 +6,9 @@ method:
 - **exact**: FAISS ``IndexFlatIP`` over the full-dim vectors; its top-10 is the truth for recall@10. Where FAISS
   sees a GPU, the same index copied there (**exact, GPU**) too.
 - **HNSW, full dim**: FAISS ``HNSW{M}`` (index factory, efConstruction = FAISS's default 40) over the full-dim
-  vectors, one point per ``efSearch``.
+  vectors, one point per ``efSearch``: the baseline of the targets. With ``compact``, also ``HNSW{M},{codes}``
+  over the full-dim vectors (what a user short of memory would pick instead), reported against every plan but
+  not counted in the verdict.
 - **telescope, exact prefix**: a ``Collection`` whose stage one is a Flat scan of the plan's first prefix, then a
   re-rank of the shortlist at full dim (``telescope.index``), one point per plan.
 - **telescope, HNSW prefix**: a ``Collection`` whose stage one is ``HNSW{M}`` over the first prefix (same M and
@@ -20,10 +22,10 @@ method:
 - **telescope, IVF prefix** (``ivf_plans``, none by default): stage one ``IVF{nlist},Flat`` over the first prefix
   (nlist a power of two near 4 sqrt(n) unless given), one point per (nprobe, plan); nprobe is set on the built
   collection (``Collection.set_stage_one_params``), no rebuild. With ``compact`` also ``IVF{nlist},{codes}`` and
-  float16 rows. Not run by default because inverted lists need a large nprobe on sentence embeddings: at the
-  227,246 real vectors (starbucks model, 200 steps) IVF2048 on the 192-dim prefix with nprobe 64 (3% of the lists)
-  and a 400 shortlist reached recall@10 0.963 at 1,213 q/s (batch 1, 2 threads), where full-dim HNSW32 runs
-  about 2,700 q/s at that recall (``/work/proto``-style sweep, 2026-11-28).
+  float16 rows. Not run by default because inverted lists need a large nprobe on sentence embeddings: on the
+  227,246 real vectors (the 200-step Starbucks model) IVF2048 over the 192-dim prefix, nprobe 64 (3% of the
+  lists), shortlist 400, reached recall@10 0.963 at 1,213 q/s at batch 1 on 2 threads, where full-dim HNSW32
+  passes that recall at efSearch 32 (a one-off script, 2026-11-28; ``--ivf-plans`` measures it in the report).
 
 Each point records where its search ran (``device``): telescope's stage one runs on the GPU when FAISS sees one,
 its index can move there (Flat, IVF) and the shortlist is within FAISS-GPU's k limit; re-ranking is on the CPU.
