@@ -255,7 +255,7 @@ class Options:
     batch: int = 64
     repeats: int = 3
     compact: bool = True
-    compact_codes: str = "SQfp16"  # FAISS scalar quantizer of the compact stage one: SQfp16, SQ8, SQ4
+    compact_codes: str = "SQfp16"  # FAISS scalar quantizer of the compact stage one: SQfp16, SQ8, SQ6, SQ4
     ivf_plans: list[str] = field(default_factory=list)
     ivf_nprobe: list[int] = field(default_factory=lambda: [16])
     ivf_nlist: int = 0  # 0: a power of two near 4 sqrt(n), per scale
