@@ -1,5 +1,12 @@
 """``telescope bench serve``: QPS and latency of the gRPC server under C concurrent clients, vector and text
-queries separately, against a 100k-vector collection; JSON and markdown under docs/results/."""
+queries separately, against a 100k-vector collection; JSON and markdown under docs/results/.
+
+The default stage one and plan (an ``HNSW32,SQfp16`` graph on the 64-dim prefix, shortlist 80, re-ranked at 384)
+were chosen on 2,000 queries of another seed than the benchmark's (``query_vectors(..., seed=7)``), one query at
+a time in one process: recall@10 against exact search 0.9935 in 135 us a search, where the earlier default
+(``HNSW32`` on the 128-dim prefix, plan 128:100,384:10) found 0.9925 in 205 us; a shortlist of 64 was cheaper
+still but under it (0.9908). The report gives the recall of the plan on the benchmark's own queries.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +24,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-RECALL_SAMPLE = 200  # vector queries whose hits are checked against exact search
+RECALL_SAMPLE = 1000  # vector queries whose hits are checked against exact search (200 varied by 0.01 with the sample)
 DEMO_TEXTS = Path(__file__).resolve().parents[1] / "data" / "demo" / "wordnet_glosses_20k.tsv.gz"
 
 
@@ -30,8 +37,8 @@ def bench_serve(
     clients: Annotated[str, typer.Option(help="Concurrent clients to measure, comma-separated.")] = "1,4,16",
     seconds: Annotated[float, typer.Option(help="Measured seconds per (query kind, clients).")] = 10.0,
     warmup: Annotated[float, typer.Option(help="Unmeasured seconds before each measurement.")] = 2.0,
-    plan: Annotated[str, typer.Option(help="The collection's plan (vector and text queries use it).")] = "128:100,384:10",
-    stage_one: Annotated[str, typer.Option(help="FAISS factory string of stage one.")] = "HNSW32",
+    plan: Annotated[str, typer.Option(help="The collection's plan (vector and text queries use it).")] = "64:80,384:10",
+    stage_one: Annotated[str, typer.Option(help="FAISS factory string of stage one.")] = "HNSW32,SQfp16",
     stage_one_params: Annotated[str, typer.Option(help="FAISS parameters of stage one.")] = "efSearch=64",
     k: Annotated[int, typer.Option("--k", "-k", help="Hits per query.")] = 10,
     queries: Annotated[str, typer.Option(help="Query kinds: vector, text or both.")] = "vector,text",

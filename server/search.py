@@ -50,7 +50,8 @@ class Query:
 
     def batch_key(self) -> tuple:
         dim = None if self.vector is None else len(self.vector)
-        return (str(self.plan), self.k, json.dumps(self.where, sort_keys=True), self.model_version, dim)
+        where = json.dumps(self.where, sort_keys=True) if self.where else ""
+        return (str(self.plan), self.k, where, self.model_version, dim)
 
 
 class SearchServicer(search_pb2_grpc.SearchServicer):
