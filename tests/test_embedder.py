@@ -221,3 +221,26 @@ def test_default_model_loads_offline_and_describes_itself(default_embedder):
     assert m.pairs == [(1, 16), (2, 32), (3, 64), (4, 128), (5, 256), (6, 384)]
     v = default_embedder.encode(["a man is playing a guitar", "someone plays the guitar", "the stock market crashed"])
     assert v[0] @ v[1] > v[0] @ v[2] + 0.3
+
+
+def test_model_hash_covers_the_vocabulary_a_tokenizer_is_built_from(tmp_path):
+    from telescope.embedder.model import folder_hash
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "vocab.txt").write_text("[PAD]\na\n")
+    (tmp_path / "spm.model").write_bytes(b"\x00\x01")
+    (tmp_path / "README.md").write_text("about")
+    first = folder_hash(tmp_path)
+    (tmp_path / "README.md").write_text("about, edited")
+    assert folder_hash(tmp_path) == first  # not read by the model
+    (tmp_path / "vocab.txt").write_text("[PAD]\nb\n")
+    second = folder_hash(tmp_path)
+    assert second != first  # no tokenizer.json: the vocabulary decides the token ids
+    (tmp_path / "spm.model").write_bytes(b"\x00\x02")
+    assert folder_hash(tmp_path) != second
+    (tmp_path / "tokenizer.json").write_text('{"model": {}}')
+    fast = folder_hash(tmp_path)
+    (tmp_path / "vocab.txt").write_text("[PAD]\nc\n")
+    assert folder_hash(tmp_path) == fast  # a fast tokenizer is built from tokenizer.json alone
+    (tmp_path / "tokenizer.json").write_text('{"model": {"vocab": 1}}')
+    assert folder_hash(tmp_path) != fast
