@@ -58,7 +58,7 @@ from telescope.index.checks import (
 )
 from telescope.index.files import write_atomic, write_json, write_npy, write_parquet
 from telescope.index.plan import Plan
-from telescope.index.rerank import merge_top, rerank
+from telescope.index.rerank import merge_top, rerank, upcast
 from telescope.index.rows import Rows, check_vector_dtype
 from telescope.index.stage_one import StageOne
 from telescope.index.wal import WriteAheadLog, read_records
@@ -620,7 +620,7 @@ class Collection:
                 return PlanChoice(Plan.exact(self.dim, k), 1.0, float(target), k, 0, len(live))
             rng = np.random.default_rng(seed)
             own = rng.choice(live, size=min(sample, len(live)), replace=False)
-            queries = self._rows.vectors[own].astype(np.float32)
+            queries = upcast(self._rows.vectors[own])  # fancy indexing copied them
             truth = without_self(self._exact_rows(queries, k + 1), own, k)
             cfg = self._manifest["stage_one"]
             first_dims = None if cfg["factory"] == "Flat" else [cfg["dim"]]
