@@ -142,6 +142,7 @@ def _print_summary(result) -> None:
         ("engine", result.engine),
         ("rows read", f"{result.rows_read:,}"),
         ("documents embedded", f"{result.docs_embedded:,}"),
+        ("payload changed only (vectors kept)", f"{result.payloads_updated:,}"),
         ("points upserted", f"{result.points_upserted:,}"),
         ("unchanged (skipped, already indexed)", f"{result.unchanged:,}"),
     ]

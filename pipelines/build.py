@@ -4,12 +4,14 @@
 ``check_source`` and an open collection, it streams the source in Arrow batches and, per document:
 
 1. applies the bad-input policies (NULL/blank id or text, duplicate ids), counting what it skips;
-2. hashes the text and payload together with the embedding setup (model, layer, dim, chunking), and asks the
+2. hashes the text with the embedding setup (model, layer, dim, chunking), and the payload, and asks the
    job state (``telescope.pipelines.state``) whether that hash is new: unchanged documents are skipped, so a
    rerun after a crash resumes and a rerun on a changed source is incremental (the payload is hashed with its
    keys sorted, so a source that lists its columns in another order is unchanged). An unchanged document whose
    points the collection no longer holds as recorded (another job or an ``index add`` replaced or deleted them)
-   is embedded again;
+   is embedded again. A document whose payload alone changed (a metadata column edited, or added to the source)
+   keeps its vectors: its points are upserted again with them and the new payload, once the collection is seen
+   to hold them as the job wrote them (this model version, the recorded payload);
 3. chunks it when asked (``telescope.pipelines.chunking``), and queues its points in a window;
 
 then hands the windows to an encoder (local or Ray) through the one ingest loop, records each document in the
@@ -49,7 +51,7 @@ from telescope.embedder.progress import progress_bar
 from telescope.index import Collection
 from telescope.pipelines.checks import Policies, SourceCheck
 from telescope.pipelines.chunking import CHUNK_SEP, check_chunking, chunk_id, chunk_texts
-from telescope.pipelines.ingest import POINTS_SCHEMA, Encoder, ingest_windows, points_table, text_dim
+from telescope.pipelines.ingest import POINTS_SCHEMA, Encoder, ingest_windows, points_table, text_dim, upsert_points
 from telescope.pipelines.shards import ShardWriter
 from telescope.pipelines.sources import ID, TEXT, SourceSpec, jsonable, parse_json_columns, stream
 from telescope.pipelines.state import JobState
@@ -95,6 +97,7 @@ class BuildReport:
     docs_embedded: int = 0
     points_upserted: int = 0
     unchanged: int = 0
+    payloads_updated: int = 0  # documents whose payload alone changed: upserted again with their stored vectors
     kept_from_backfill: int = 0
     deleted_docs: int = 0
     deleted_points: int = 0
@@ -136,22 +139,60 @@ def canonical_json(payload: dict) -> str:
 
 
 def content_hash(fingerprint: str, text: str, payload_json: str) -> str:
-    """The hash a document is recorded with; ``payload_json`` is its ``canonical_json``."""
+    """The hash a document is recorded with, ``<text part>.<payload part>``: the text's under the setup, and the
+    payload's (``hashed_payload``), so that a change of the payload alone is told apart."""
+    text_part = hashlib.blake2b(f"{fingerprint}\0{text}".encode(), digest_size=16).hexdigest()
+    return f"{text_part}.{payload_hash(payload_json)}"
+
+
+def payload_hash(payload_json: str) -> str:
+    return hashlib.blake2b(payload_json.encode(), digest_size=8).hexdigest()
+
+
+def hashed_payload(payload: dict, chunk_fields: tuple[str, ...]) -> str:
+    """The payload a document's hash covers: its ``canonical_json`` without the fields its chunks overwrite (the
+    text, ``doc_id``, ``chunk``; none unchunked), so that a stored chunk's payload gives the same."""
+    return canonical_json(_without(payload, chunk_fields))
+
+
+def _legacy_hash(fingerprint: str, text: str, payload_json: str) -> str:
+    """The one hash of setup, text and payload that versions before ``content_hash`` recorded."""
     return hashlib.blake2b(f"{fingerprint}\0{text}\0{payload_json}".encode(), digest_size=16).hexdigest()
 
 
 def _rehash_legacy(state: JobState, fingerprint: str, docs: list[str], texts: list[str], payloads: list[str],
-                   hashes: list[str], changed: dict) -> None:
-    """Documents recorded before payloads were hashed with sorted keys (their hash is of the payload in source
-    order): unchanged, so recorded with the sorted hash and taken out of ``changed``, not embedded again."""
-    rows = [i for i, doc in enumerate(docs) if changed.get(doc)]
-    if not rows:
-        return
-    same = state.matching([docs[i] for i in rows], [content_hash(fingerprint, texts[i], payloads[i]) for i in rows])
-    rows = [i for i in rows if docs[i] in same]
-    state.record([docs[i] for i in rows], [hashes[i] for i in rows], [changed[docs[i]] for i in rows])
-    for i in rows:
-        del changed[docs[i]]
+                   canonical: list[str], hashes: list[str], changed: dict) -> None:
+    """Documents recorded in an earlier version's form (``_legacy_hash`` of the payload with its keys sorted, or
+    before that in source order) that are unchanged: recorded with their ``content_hash`` and taken out of
+    ``changed``, not embedded again."""
+    for forms in (canonical, payloads):
+        rows = [i for i, doc in enumerate(docs) if changed.get(doc)]
+        if not rows:
+            return
+        same = state.matching([docs[i] for i in rows], [_legacy_hash(fingerprint, texts[i], forms[i]) for i in rows])
+        rows = [i for i in rows if docs[i] in same]
+        state.record([docs[i] for i in rows], [hashes[i] for i in rows], [changed[docs[i]] for i in rows])
+        for i in rows:
+            del changed[docs[i]]
+
+
+def _payload_only(collection: Collection, state: JobState, model_version: str, docs: list[str], hashes: list[str],
+                  changed: dict, chunk_fields: tuple[str, ...]) -> dict[str, list]:
+    """The documents among ``changed`` whose payload alone changed and whose recorded points the collection holds
+    as this job wrote them (this model version, the recorded payload, the document's own chunks), mapped to
+    those points as stored: their vectors can be kept."""
+    asked = [i for i, doc in enumerate(docs) if changed.get(doc)]
+    recorded = state.same_text([docs[i] for i in asked], [hashes[i] for i in asked]) if asked else {}
+    stored = collection.get([p for doc in recorded for p in changed[doc]])
+    found = iter(stored)
+    kept = {}
+    for doc, digest in recorded.items():
+        points = [next(found) for _ in changed[doc]]
+        if all(p is not None and p.model_version == model_version
+               and payload_hash(hashed_payload(p.payload, chunk_fields)) == digest.split(".", 1)[1]
+               and (not chunk_fields or p.payload.get("doc_id") == doc) for p in points):
+            kept[doc] = points
+    return kept
 
 
 def _not_as_recorded(collection: Collection, state: JobState, docs: list[str], payloads: list[str], changed: dict,
@@ -182,11 +223,11 @@ class _InFlight:
 
     def __init__(self, collection: Collection, state: JobState, report: BuildReport, advance, shards: ShardWriter | None):
         self.collection, self.state, self.report, self.advance, self.shards = collection, state, report, advance, shards
-        self.pending: dict[str, list] = {}  # doc -> [points left, hash, new point ids, old point ids]
-        self.done: list[tuple[str, str, list[str], list[str] | None]] = []
+        self.pending: dict[str, list] = {}  # doc -> [points left, hash, new point ids, old point ids, vectors kept]
+        self.done: list[tuple[str, str, list[str], list[str] | None, bool]] = []
 
-    def add(self, doc: str, digest: str, points: list[str], old: list[str] | None) -> None:
-        self.pending[doc] = [len(points), digest, points, old]
+    def add(self, doc: str, digest: str, points: list[str], old: list[str] | None, kept: bool = False) -> None:
+        self.pending[doc] = [len(points), digest, points, old, kept]
 
     def landed(self, batch: pa.Table) -> None:
         for doc in batch.column("doc").to_pylist():
@@ -194,17 +235,19 @@ class _InFlight:
             entry[0] -= 1
             if entry[0] == 0:
                 del self.pending[doc]
-                self.done.append((doc, entry[1], entry[2], entry[3]))
+                self.done.append((doc, *entry[1:]))
 
     def checkpoint(self) -> None:
         """Delete the points a re-embedded document no longer has, then record the finished documents."""
         if not self.done:
             return
-        stale = [(doc, p) for doc, _, new, old in self.done if old for p in sorted(set(old) - set(new))]
+        stale = [(doc, p) for doc, _, new, old, _ in self.done if old for p in sorted(set(old) - set(new))]
         if stale:
             self.report.deleted_points += _delete(self.collection, self.state, self.shards, stale)
         self.state.record([d[0] for d in self.done], [d[1] for d in self.done], [d[2] for d in self.done])
-        self.report.docs_embedded += len(self.done)
+        kept = sum(d[4] for d in self.done)
+        self.report.docs_embedded += len(self.done) - kept
+        self.report.payloads_updated += kept
         self.advance(len(self.done))
         self.done.clear()
 
@@ -254,11 +297,16 @@ def run_build(
                     inflight.checkpoint()
                     last[0] = time.monotonic()
 
+            def rewrite(batch: pa.Table, vectors: np.ndarray) -> None:  # points keeping their stored vectors
+                report.points_upserted += upsert_points(collection, batch, vectors, model_version)
+                on_batch(batch, vectors)
+
             windows = _windows(con, spec, check, policies, options, embedder, fingerprint, state, inflight, report,
-                               advance, backfilled)
-            report.points_upserted = ingest_windows(
+                               advance, backfilled, rewrite)
+            embedded = ingest_windows(  # runs ``rewrite`` too, which counts its own points
                 collection, windows, encoder, model_version, on_batch=on_batch, upsert_rows=options.upsert_rows
             )
+            report.points_upserted += embedded
             if shards is not None:
                 shards.flush()
             inflight.checkpoint()
@@ -319,12 +367,16 @@ class _Backfilled:
         same_chunks = previous.rsplit("|", 1)[-1] == fingerprint.rsplit("|", 1)[-1]
         return cls(collection, state, previous, embedder.manifest.tag) if other_model and same_chunks else None
 
-    def keep(self, ids: list[str], texts: list[str], payloads: list[str], hashes: list[str], changed: dict) -> list[str]:
-        """Record the documents among ``changed`` that the backfill took care of; returns their ids."""
+    def keep(self, ids: list[str], texts: list[str], hashed: list[str], canonical: list[str], hashes: list[str],
+             changed: dict) -> list[str]:
+        """Record the documents among ``changed`` that the backfill took care of; returns their ids. ``hashed`` and
+        ``canonical``: their payloads as ``content_hash`` covers them, and as an earlier version's hash did."""
         rows = [i for i, doc in enumerate(ids) if changed.get(doc)]
         if not rows:
             return []
-        same = self.state.matching([ids[i] for i in rows], [content_hash(self.previous, texts[i], payloads[i]) for i in rows])
+        asked = [ids[i] for i in rows]
+        same = self.state.matching(asked, [content_hash(self.previous, texts[i], hashed[i]) for i in rows])
+        same |= self.state.matching(asked, [_legacy_hash(self.previous, texts[i], canonical[i]) for i in rows])
         rows = [i for i in rows if ids[i] in same]
         points = self.collection.get([p for i in rows for p in changed[ids[i]]])
         current = {p.id for p in points if p is not None and p.model_version == self.version}
@@ -333,8 +385,10 @@ class _Backfilled:
         return [ids[i] for i in rows]
 
 
-def _windows(con, spec, check, policies, options, embedder, fingerprint, state, inflight, report, advance, backfilled):
-    """Windows of points to embed, read batch by batch; skipped and unchanged documents advance the bar here."""
+def _windows(con, spec, check, policies, options, embedder, fingerprint, state, inflight, report, advance, backfilled,
+             rewrite):
+    """Windows of points to embed, read batch by batch; skipped and unchanged documents advance the bar here, and
+    documents whose payload alone changed are written at once through ``rewrite`` with their stored vectors."""
     skipped = report.skipped
     seen_duplicates: set[str] = set()
     queued: list[pa.Table] = []
@@ -342,6 +396,7 @@ def _windows(con, spec, check, policies, options, embedder, fingerprint, state, 
     queued_points: list[list[str]] = []
     queued_rows = 0
     text_key = spec.text_column
+    chunk_fields = (text_key, "doc_id", "chunk") if options.chunk_tokens else ()
     for rb in stream(con, check.query, options.read_rows):
         n = rb.num_rows
         report.rows_read += n
@@ -349,7 +404,7 @@ def _windows(con, spec, check, policies, options, embedder, fingerprint, state, 
         texts = rb.column(TEXT).to_pylist()
         payload_rows = rb.select(check.payload_columns).to_pylist() if check.payload_columns else [{} for _ in range(n)]
         parse_json_columns(payload_rows, check.json_columns)
-        keep_ids, keep_texts, keep_payloads, canonical, hashes = [], [], [], [], []
+        keep_ids, keep_texts, keep_payloads, canonical, hashed, hashes = [], [], [], [], [], []
         for doc, text, payload in zip(ids, texts, payload_rows):
             reason = None
             if doc is None or not doc.strip():
@@ -371,17 +426,21 @@ def _windows(con, spec, check, policies, options, embedder, fingerprint, state, 
             keep_texts.append(text)
             keep_payloads.append(json.dumps(payload, allow_nan=False))
             canonical.append(canonical_json(payload))
-            hashes.append(content_hash(fingerprint, text, canonical[-1]))
+            hashed.append(hashed_payload(payload, chunk_fields))
+            hashes.append(content_hash(fingerprint, text, hashed[-1]))
         changed = state.changed(keep_ids, hashes) if keep_ids else {}
-        _rehash_legacy(state, fingerprint, keep_ids, keep_texts, keep_payloads, hashes, changed)
+        _rehash_legacy(state, fingerprint, keep_ids, keep_texts, keep_payloads, canonical, hashes, changed)
         changed.update(_not_as_recorded(inflight.collection, state, keep_ids, keep_payloads, changed, options, text_key))
         if backfilled is not None and changed:
-            kept = backfilled.keep(keep_ids, keep_texts, canonical, hashes, changed)
+            kept = backfilled.keep(keep_ids, keep_texts, hashed, canonical, hashes, changed)
             for doc in kept:
                 del changed[doc]
             report.kept_from_backfill += len(kept)
         report.unchanged += len(keep_ids) - len(changed)
         advance(n - len(changed))
+        if changed:
+            _rewrite_payloads(embedder, options, text_key, state, inflight, keep_ids, keep_texts, keep_payloads,
+                              hashes, changed, chunk_fields, rewrite)
         if not changed:
             continue
         rows = [i for i, doc in enumerate(keep_ids) if doc in changed]
@@ -402,6 +461,28 @@ def _windows(con, spec, check, policies, options, embedder, fingerprint, state, 
     if queued:
         state.begin(queued_docs, queued_points)
         yield pa.concat_tables(queued)
+
+
+def _rewrite_payloads(embedder, options, text_key, state, inflight, docs, texts, payloads, hashes, changed,
+                      chunk_fields, rewrite) -> None:
+    """Write the documents of ``changed`` whose payload alone changed (``_payload_only``) with their stored
+    vectors, and take them out of ``changed``: noted in the job state first, recorded at the next checkpoint."""
+    model_version = embedder.manifest.tag
+    stored = _payload_only(inflight.collection, state, model_version, docs, hashes, changed, chunk_fields)
+    rows = [i for i, doc in enumerate(docs) if doc in stored]
+    if not rows:
+        return
+    window = _points(embedder, options, text_key, [docs[i] for i in rows], [texts[i] for i in rows],
+                     [payloads[i] for i in rows])
+    vectors = {p.id: p.vector for points in stored.values() for p in points}
+    ids = window.table.column("id").to_pylist()
+    if set(ids) != set(vectors):  # another chunking of the same text: cannot be, but then embed them
+        return
+    state.begin([docs[i] for i in rows], [window.points_of[docs[i]] for i in rows])
+    for i in rows:
+        doc = docs[i]
+        inflight.add(doc, hashes[i], window.points_of[doc], changed.pop(doc), kept=True)
+    rewrite(window.table, np.stack([vectors[p] for p in ids]))
 
 
 @dataclass

@@ -99,10 +99,7 @@ def ingest_windows(
     def flush() -> None:
         nonlocal points
         batch = pa.concat_tables([b for b, _ in waiting])
-        vectors = np.concatenate([v for _, v in waiting])
-        payloads = [json.loads(p) for p in batch.column("payload").to_pylist()]
-        collection.upsert(batch.column("id").to_pylist(), vectors, payloads, model_version=model_version)
-        points += batch.num_rows
+        points += upsert_points(collection, batch, np.concatenate([v for _, v in waiting]), model_version)
         if on_batch is not None:
             for b, v in waiting:
                 on_batch(b, v)
@@ -115,6 +112,13 @@ def ingest_windows(
     if waiting:
         flush()
     return points
+
+
+def upsert_points(collection: Collection, batch: pa.Table, vectors: np.ndarray, model_version: str) -> int:
+    """Upsert a window's points (``POINTS_SCHEMA``) with their vectors, durable when it returns; their number."""
+    payloads = [json.loads(p) for p in batch.column("payload").to_pylist()]
+    collection.upsert(batch.column("id").to_pylist(), vectors, payloads, model_version=model_version)
+    return batch.num_rows
 
 
 def points_table(ids: Sequence[str], texts: Sequence[str], payloads: Sequence[dict] | None, docs: Sequence[str] | None = None) -> pa.Table:

@@ -2,12 +2,13 @@
 
 Kept in a DuckDB file next to the collection's files (``<collection>/jobs/<name>.duckdb``), two tables::
 
-    docs(id VARCHAR PRIMARY KEY, hash VARCHAR, points VARCHAR[])
+    docs(id VARCHAR PRIMARY KEY, hash VARCHAR, points VARCHAR[])   -- hash: '<text part>.<payload part>'
     pending(id VARCHAR, points VARCHAR[])    -- documents noted before their points are written
     meta(key VARCHAR PRIMARY KEY, value VARCHAR)  -- the setup the hashes are made with, and the one before it
 
 It is what makes a job resumable and incremental with one rule: a document is embedded when its hash differs
-from the recorded one (new documents have none). A document is recorded only after every one of its points is
+from the recorded one (new documents have none), unless only the payload part differs: then its points keep
+their vectors and take the new payload. A document is recorded only after every one of its points is
 durable in the collection (``Collection.upsert`` returns after its WAL fsync), so after a crash the state can lag
 the collection but never lead it: a rerun re-embeds at most the documents of the batches in flight, and an
 upsert of a known id replaces it, so every id ends up stored exactly once. Documents recorded here but absent
@@ -77,6 +78,19 @@ class JobState:
             return {r[0] for r in self.con.sql("SELECT a.id FROM asked_docs a JOIN docs d ON d.id = a.id AND d.hash = a.hash").fetchall()}
         finally:
             self.con.unregister("asked_docs")
+
+    def same_text(self, ids: list[str], hashes: list[str]) -> dict[str, str]:
+        """The documents among ``ids`` recorded with the same text part as the given hash (``<text>.<payload>``,
+        ``telescope.pipelines.build.content_hash``) and another payload part, mapped to their recorded hash."""
+        self.con.register("asked_texts", pa.table({"id": pa.array(ids, pa.string()), "hash": pa.array(hashes, pa.string())}))
+        try:
+            rows = self.con.sql(
+                "SELECT a.id, d.hash FROM asked_texts a JOIN docs d ON d.id = a.id AND d.hash <> a.hash "
+                "AND contains(d.hash, '.') AND split_part(d.hash, '.', 1) = split_part(a.hash, '.', 1)"
+            ).fetchall()
+        finally:
+            self.con.unregister("asked_texts")
+        return dict(rows)
 
     def __len__(self) -> int:
         return int(self.con.sql("SELECT count(*) FROM docs").fetchone()[0])

@@ -123,13 +123,17 @@ def test_incremental_rerun_embeds_only_changed_and_new_and_removes_deleted(tmp_p
     rows.append({"id": "new1", "text": "a new document", "lang": "en"})  # new
     write_jsonl(source, rows)
     third = build(tmp_path / "c", source, tiny_model_path)
-    assert third["docs_embedded"] == 3 and third["unchanged"] == 35
+    assert third["docs_embedded"] == 2 and third["unchanged"] == 35
+    assert third["payloads_updated"] == 1 and third["points_upserted"] == 3  # doc5 keeps its vector
     assert third["deleted_docs"] == 3 and third["deleted_points"] == 3
     after = stored(tmp_path / "c")
     assert set(after) == {r["id"] for r in rows}
     assert after["doc3"][1]["text"] == "a completely new text" and after["doc5"][1]["lang"] == "de"
     assert not np.allclose(after["doc3"][0], before["doc3"][0])
     np.testing.assert_array_equal(after["doc0"][0], before["doc0"][0])
+    np.testing.assert_array_equal(after["doc5"][0], before["doc5"][0])
+    again = build(tmp_path / "c", source, tiny_model_path)
+    assert (again["docs_embedded"], again["payloads_updated"], again["unchanged"]) == (0, 0, 38)
 
 
 def test_chunks_map_to_documents_and_search_returns_documents(tmp_path, tiny_model_path, tiny_embedder):

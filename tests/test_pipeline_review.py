@@ -201,12 +201,14 @@ def test_turning_chunking_on_or_off_keeps_points_whose_ids_two_documents_share(t
     assert payloads(tmp_path / "c") == {"a": {"text": rows[0]["text"]}, "a#1": {"text": "tiny doc"}}
 
 
-def test_a_state_hashed_before_payload_keys_were_sorted_embeds_nothing_again(tmp_path, tiny_model_path):
-    """Upgrading telescope re-embeds nothing: a hash recorded with the payload in source order is still its
-    document's, and is rewritten in the sorted form."""
+@pytest.mark.parametrize("sort_keys", [False, True], ids=["source-order", "sorted"])
+def test_a_state_hashed_by_an_earlier_version_embeds_nothing_again(tmp_path, tiny_model_path, sort_keys):
+    """Upgrading telescope re-embeds nothing: a hash recorded in an earlier form (one hash of setup, text and
+    payload; the payload in source order before its keys were sorted) is still its document's, and is rewritten
+    in the present form."""
     import duckdb
 
-    from telescope.pipelines.build import content_hash
+    from telescope.pipelines.build import _legacy_hash
 
     rows = [{"id": f"d{i}", "text": f"text {i}", "zeta": i, "alpha": "a"} for i in range(6)]
     source = write_jsonl(tmp_path / "docs.jsonl", rows)
@@ -217,10 +219,10 @@ def test_a_state_hashed_before_payload_keys_were_sorted_embeds_nothing_again(tmp
     con = duckdb.connect(str(tmp_path / "c" / "jobs" / "build.duckdb"))
     setup = con.execute("SELECT value FROM meta WHERE key = 'setup'").fetchall()[0][0]
     for doc, payload in stored.items():
-        legacy = content_hash(setup, payload["text"], json.dumps(payload))
+        legacy = _legacy_hash(setup, payload["text"], json.dumps(payload, sort_keys=sort_keys))
         con.execute("UPDATE docs SET hash = ? WHERE id = ?", [legacy, doc])
     con.close()
     rows[0]["text"] = "a changed text"
     report = build(tmp_path / "c", write_jsonl(source, rows), tiny_model_path)
-    assert (report["docs_embedded"], report["unchanged"]) == (1, 5)
+    assert (report["docs_embedded"], report["unchanged"], report["payloads_updated"]) == (1, 5, 0)
     assert build(tmp_path / "c", source, tiny_model_path)["docs_embedded"] == 0
