@@ -71,26 +71,27 @@ class JobState:
         rows = self.con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchall()
         return rows[0][0] if rows else None
 
+    def _ask(self, sql: str, ids: list[str], hashes: list[str] | None = None) -> list[tuple]:
+        """Rows of ``sql``, which reads the asked documents as table ``asked`` (``id``, and ``hash`` if given)."""
+        asked = {"id": pa.array(ids, pa.string())}
+        if hashes is not None:
+            asked["hash"] = pa.array(hashes, pa.string())
+        self.con.register("asked", pa.table(asked))
+        try:
+            return self.con.sql(sql).fetchall()
+        finally:
+            self.con.unregister("asked")
+
     def matching(self, ids: list[str], hashes: list[str]) -> set[str]:
         """The documents among ``ids`` whose recorded hash is the given one."""
-        self.con.register("asked_docs", pa.table({"id": pa.array(ids, pa.string()), "hash": pa.array(hashes, pa.string())}))
-        try:
-            return {r[0] for r in self.con.sql("SELECT a.id FROM asked_docs a JOIN docs d ON d.id = a.id AND d.hash = a.hash").fetchall()}
-        finally:
-            self.con.unregister("asked_docs")
+        return {r[0] for r in self._ask("SELECT a.id FROM asked a JOIN docs d ON d.id = a.id AND d.hash = a.hash", ids, hashes)}
 
     def same_text(self, ids: list[str], hashes: list[str]) -> dict[str, str]:
         """The documents among ``ids`` recorded with the same text part as the given hash (``<text>.<payload>``,
         ``telescope.pipelines.build.content_hash``) and another payload part, mapped to their recorded hash."""
-        self.con.register("asked_texts", pa.table({"id": pa.array(ids, pa.string()), "hash": pa.array(hashes, pa.string())}))
-        try:
-            rows = self.con.sql(
-                "SELECT a.id, d.hash FROM asked_texts a JOIN docs d ON d.id = a.id AND d.hash <> a.hash "
-                "AND contains(d.hash, '.') AND split_part(d.hash, '.', 1) = split_part(a.hash, '.', 1)"
-            ).fetchall()
-        finally:
-            self.con.unregister("asked_texts")
-        return dict(rows)
+        return dict(self._ask(
+            "SELECT a.id, d.hash FROM asked a JOIN docs d ON d.id = a.id AND d.hash <> a.hash "
+            "AND contains(d.hash, '.') AND split_part(d.hash, '.', 1) = split_part(a.hash, '.', 1)", ids, hashes))
 
     def __len__(self) -> int:
         return int(self.con.sql("SELECT count(*) FROM docs").fetchone()[0])
@@ -111,23 +112,14 @@ class JobState:
 
     def points(self, ids: list[str]) -> dict[str, list[str]]:
         """The recorded point ids of the documents among ``ids`` that the state holds."""
-        self.con.register("asked_points", pa.table({"id": pa.array(ids, pa.string())}))
-        try:
-            rows = self.con.sql("SELECT d.id, d.points FROM asked_points a JOIN docs d USING (id)").fetchall()
-        finally:
-            self.con.unregister("asked_points")
+        rows = self._ask("SELECT d.id, d.points FROM asked a JOIN docs d USING (id)", ids)
         return {doc: list(points) for doc, points in rows}
 
     def points_anywhere(self, ids: list[str]) -> dict[str, set[str]]:
         """The point ids recorded or noted as being written for the documents among ``ids``."""
-        self.con.register("asked_owners", pa.table({"id": pa.array(ids, pa.string())}))
-        try:
-            rows = self.con.sql(
-                "SELECT id, points FROM docs SEMI JOIN asked_owners USING (id) "
-                "UNION ALL SELECT id, points FROM pending SEMI JOIN asked_owners USING (id)"
-            ).fetchall()
-        finally:
-            self.con.unregister("asked_owners")
+        rows = self._ask(
+            "SELECT id, points FROM docs SEMI JOIN asked USING (id) UNION ALL SELECT id, points FROM pending SEMI JOIN asked USING (id)",
+            ids)
         held: dict[str, set[str]] = {}
         for doc, points in rows:
             held.setdefault(doc, set()).update(points)
