@@ -56,6 +56,7 @@ def build(
     ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster to join ('auto', 'ray://head:10001'); default: a local Ray.")] = None,
     ray_actors: Annotated[int, typer.Option(help="Embedding actors in the pool.")] = 2,
     ray_cpus_per_actor: Annotated[float, typer.Option(help="CPUs per embedding actor.")] = 1.0,
+    ray_group_points: Annotated[int, typer.Option(help="Points put in Ray's object store and embedded at a time (each group starts its actor pool).")] = 262_144,
     on_unreadable: Annotated[Policy, typer.Option(help="A file that cannot be read.")] = Policy.fail,
     on_invalid: Annotated[Policy, typer.Option(help="Rows that are not valid UTF-8 or not well formed.")] = Policy.fail,
     on_empty: Annotated[Policy, typer.Option(help="NULL or blank id or text.")] = Policy.skip,
@@ -124,7 +125,7 @@ def build(
             from telescope.pipelines.ray_engine import RayEncoder
 
             encoder = RayEncoder(model_ref, layer_, dim_, batch_size, actors=ray_actors,
-                                 cpus_per_actor=ray_cpus_per_actor, address=ray_address)
+                                 cpus_per_actor=ray_cpus_per_actor, address=ray_address, group_points=ray_group_points)
         else:
             encoder = LocalEncoder(embedder, layer_, dim_, batch_size)
         result = run_build(c, embedder, spec, check, con, encoder, policies=policies, options=options, engine=engine.value)

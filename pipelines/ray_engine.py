@@ -6,6 +6,10 @@ different batch compositions) the same vectors. ``RayEncoder`` is an encoder for
 (``telescope.pipelines.ingest``): it puts the length-sorted windows into Ray's object store, runs
 ``Dataset.map_batches`` with a callable class on ``ray.data.ActorPoolStrategy(size=actors)`` (each actor loads
 the model once and embeds ``batch_size`` texts per call), and streams the embedded batches back to the driver.
+It does so a group of windows at a time (``group_points``, 262,144 points by default), so that the object
+store holds one group (tens of MB of short texts), not the whole source. Each group's dataset starts its own
+actor pool and drains before the next: measured on 2 cores, 2 actors, 20,500 glosses, 69 s in one group and
+87 s in three (about 9 s a group), against some 15 minutes of embedding in a default group on such a machine.
 
 Ray comes with the ``distributed`` extra (``pip install 'telescope[distributed]'``). ``address=None`` starts
 a local Ray with ``num_cpus`` CPUs (or joins the cluster named by ``RAY_ADDRESS``); ``"auto"`` or
@@ -62,8 +66,9 @@ class RayEncoder:
         cpus_per_actor: float = 1,
         address: str | None = None,
         num_cpus: int | None = None,
+        group_points: int = 262_144,
     ):
-        for name, value in (("--ray-actors", actors), ("batch_size", batch_size)):
+        for name, value in (("--ray-actors", actors), ("batch_size", batch_size), ("group_points", group_points)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
         if not cpus_per_actor > 0:
@@ -76,6 +81,7 @@ class RayEncoder:
         self.model, self.layer, self.dim, self.batch_size = model, layer, dim, batch_size
         self.actors, self.cpus_per_actor = actors, cpus_per_actor
         self.address, self.num_cpus = address, num_cpus
+        self.group_points = group_points
         self.truncated = 0  # texts over the model's token limit, as the actors counted them
 
     def _init(self) -> bool:
@@ -101,26 +107,38 @@ class RayEncoder:
             ctx = ray.data.DataContext.get_current()
             ctx.enable_progress_bars = False
             ctx.print_on_execution_start = False
-            # Blocks of a few batches each, so that every actor of the pool gets work.
-            block = self.batch_size * 4
-            refs = [ray.put(w.slice(s, block)) for w in map(by_length, windows) for s in range(0, w.num_rows, block)]
-            if not refs:
-                return
-            dataset = ray.data.from_arrow_refs(refs).map_batches(
-                EmbedBatch,
-                fn_constructor_kwargs={
-                    "model": self.model, "layer": self.layer, "dim": self.dim, "batch_size": self.batch_size,
-                    "threads": max(1, int(self.cpus_per_actor)),
-                },
-                compute=ray.data.ActorPoolStrategy(size=self.actors),
-                batch_size=self.batch_size,
-                batch_format="pyarrow",
-                num_cpus=self.cpus_per_actor,
-            )
-            for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
-                vectors = batch.column("vector").combine_chunks().values.to_numpy(zero_copy_only=False).reshape(-1, self.dim)
-                self.truncated += pc.sum(batch.column("truncated")).as_py() or 0
-                yield batch.drop_columns(["vector", "truncated"]), vectors
+            group: list[pa.Table] = []
+            for window in windows:  # read from the driver's source as the groups are embedded
+                group.append(by_length(window))
+                if sum(w.num_rows for w in group) >= self.group_points:
+                    yield from self._embed_group(group)
+                    group = []
+            if group:
+                yield from self._embed_group(group)
         finally:
             if started:
                 ray.shutdown()
+
+    def _embed_group(self, windows: list[pa.Table]) -> Iterator[tuple[pa.Table, np.ndarray]]:
+        import ray
+        import ray.data
+
+        block = self.batch_size * 4  # blocks of a few batches each, so that every actor of the pool gets work
+        refs = [ray.put(w.slice(s, block)) for w in windows for s in range(0, w.num_rows, block)]
+        if not refs:
+            return
+        dataset = ray.data.from_arrow_refs(refs).map_batches(
+            EmbedBatch,
+            fn_constructor_kwargs={
+                "model": self.model, "layer": self.layer, "dim": self.dim, "batch_size": self.batch_size,
+                "threads": max(1, int(self.cpus_per_actor)),
+            },
+            compute=ray.data.ActorPoolStrategy(size=self.actors),
+            batch_size=self.batch_size,
+            batch_format="pyarrow",
+            num_cpus=self.cpus_per_actor,
+        )
+        for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+            vectors = batch.column("vector").combine_chunks().values.to_numpy(zero_copy_only=False).reshape(-1, self.dim)
+            self.truncated += pc.sum(batch.column("truncated")).as_py() or 0
+            yield batch.drop_columns(["vector", "truncated"]), vectors
