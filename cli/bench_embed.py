@@ -12,7 +12,9 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-STS_DEV = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "stsb" / "sts-dev.csv"
+from telescope.eval.datasets import shared_data
+
+STS_DEV = shared_data("stsb", "sts-dev.csv")
 
 
 def register(bench_app: typer.Typer) -> None:

@@ -13,7 +13,9 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from telescope.eval.datasets import shared_data
+
+SHARED_DATA = shared_data()
 
 
 def register(bench_app: typer.Typer) -> None:

@@ -9,7 +9,9 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-WORDNET = Path(__file__).resolve().parents[2] / "shared" / "data" / "wordnet_glosses" / "wordnet30_glosses.tsv.gz"
+from telescope.eval.datasets import shared_data
+
+WORDNET = shared_data("wordnet_glosses", "wordnet30_glosses.tsv.gz")
 
 
 def register(bench_app: typer.Typer) -> None:

@@ -13,7 +13,9 @@ from typing import Annotated, Optional
 
 import typer
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "movielens_latest_small"
+from telescope.eval.datasets import shared_data
+
+DEFAULT_DATA = shared_data("movielens_latest_small")
 
 
 def _floats(text: str, option: str) -> tuple[float, ...]:

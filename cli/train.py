@@ -65,7 +65,8 @@ def train(
                     epochs=_whole_epochs(epochs), batch_size=batch_size, lr=head_lr, seed=seed, echo=typer.echo)
         return
 
-    from telescope.embedder.training import DEFAULT_STS_DEV, OBJECTIVES, TrainConfig, parse_pairs
+    from telescope.embedder.training import OBJECTIVES, TrainConfig, parse_pairs
+    from telescope.eval.datasets import shared_data
     from telescope.embedder.training import train as run
 
     if objective not in OBJECTIVES:
@@ -91,7 +92,7 @@ def train(
         mltp_heads=mltp_heads,
         save_steps=save_steps,
         max_rows=max_rows,
-        dev_sts=(dev_sts or None) if dev_sts is not None else str(DEFAULT_STS_DEV),
+        dev_sts=(dev_sts or None) if dev_sts is not None else str(shared_data("stsb", "tsv", "sts-dev.tsv")),
         old_model=old_model,
         independent_model=independent_model,
         extra_dims=extra_dims,

@@ -63,7 +63,6 @@ POOLINGS = ("mean", "mltp")
 CHECKPOINTS = "checkpoints"
 RUN_CONFIG = "run_config.json"
 SMAE_HEADS = "smae_heads.pt"
-DEFAULT_STS_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "stsb" / "tsv" / "sts-dev.tsv"
 
 ANCHOR_NAMES = ("anchor", "sentence1", "query", "text1", "s1")
 POSITIVE_NAMES = ("positive", "sentence2", "document", "text2", "s2")
@@ -95,7 +94,7 @@ class TrainConfig:
     save_steps: int = 100
     max_rows: int | None = None  # use only the first N rows (after the seeded shuffle) of each file
     max_seq_length: int | None = None
-    dev_sts: str | None = str(DEFAULT_STS_DEV)
+    dev_sts: str | None = None  # STS-B dev pairs for the end-of-training grid (``telescope train`` passes the shared one)
     keep_checkpoints: bool = False  # a finished run removes OUT/checkpoints (the model folder is the result)
     old_model: str | None = None  # bt2/bct: the model whose vectors fill the index
     independent_model: str | None = None  # bt2 (bct: optional): the independently trained new model; the start point

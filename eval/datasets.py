@@ -1,6 +1,7 @@
 """Benchmark files to Python objects, with errors that name the file, the line and the problem.
 
-Owns reading three STS layouts and the BEIR retrieval layout, and the data hash that names a dataset in reports:
+Owns where the shared datasets live (``shared_data``), reading three STS layouts and the BEIR retrieval layout,
+and the data hash that names a dataset in reports:
 
 - **STS-B** (``sts-*.csv`` of the official release): tab-separated, no header, no quoting (the files hold bare
   ``"``), fields ``[4]`` score, ``[5]`` sentence1, ``[6]`` sentence2; some lines carry extra source columns.
@@ -22,12 +23,20 @@ import csv
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 STSB_FIELDS = (4, 5, 6)
 GENERIC_COLUMNS = ("sentence1", "sentence2", "score")
 SICK_COLUMNS = ("sentence_A", "sentence_B", "relatedness_score")
+
+
+def shared_data(*parts: str) -> Path:
+    """A path under the real datasets kept out of the repo: ``$TELESCOPE_SHARED_DATA`` if set, else ``shared/data``
+    beside the checkout (``../shared/data``, listed in its README)."""
+    root = os.environ.get("TELESCOPE_SHARED_DATA")
+    return (Path(root) if root else Path(__file__).resolve().parents[2] / "shared" / "data").joinpath(*parts)
 
 
 def file_hash(paths: list[Path] | Path) -> str:

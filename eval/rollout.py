@@ -33,13 +33,13 @@ import numpy as np
 
 from telescope.embedder import Embedder, load_embedder
 from telescope.eval.cache import DEFAULT_CACHE, EmbeddingCache, texts_hash
-from telescope.eval.datasets import read_beir, read_sts
+from telescope.eval.datasets import read_beir, read_sts, shared_data
 from telescope.eval.grid import shared_prefix
 from telescope.eval.metrics import ir_metrics, run_from_rows, spearman_x100
 from telescope.eval.report import command_line, environment, model_info
 from telescope.index import Collection, Plan, exact_search, prefix_normalize
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = shared_data()
 DEPTH = 100
 
 

@@ -31,7 +31,9 @@ import sys
 import time
 from pathlib import Path
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+from telescope.eval.datasets import shared_data
+
+SHARED = shared_data()
 PAIRS_FILE = SHARED / "training_pairs" / "positives.tsv.gz"
 STS_TEST = SHARED / "stsb" / "sts-test.csv"
 STS_DEV = SHARED / "stsb" / "tsv" / "sts-dev.tsv"

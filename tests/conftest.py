@@ -11,12 +11,14 @@ import pytest
 # Exported ONNX graphs of the models built at test time go to a throw-away folder, not ~/.cache/telescope.
 os.environ.setdefault("TELESCOPE_CACHE_DIR", tempfile.mkdtemp(prefix="telescope-test-cache-"))
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def shared_path(*parts: str) -> Path:
-    """A path under ../shared/data; the test is skipped (saying so) when it is absent."""
-    path = SHARED_DATA.joinpath(*parts)
+    """A path under ../shared/data (``telescope.eval.datasets.shared_data``); the test is skipped (saying so) when
+    it is absent."""
+    from telescope.eval.datasets import shared_data
+
+    path = shared_data(*parts)
     if not path.exists():
         pytest.skip(f"needs ../shared/data/{'/'.join(parts)} (real data kept out of the repo); not found at {path}")
     return path

@@ -135,3 +135,13 @@ def test_beir_missing_files_and_split(tmp_path):
     (root / "corpus.jsonl").unlink()
     with pytest.raises(FileNotFoundError, match="corpus: no such file .*corpus.jsonl"):
         read_beir(root)
+
+
+def test_shared_data_is_beside_the_checkout_unless_the_environment_names_it(monkeypatch, tmp_path):
+    from telescope.eval.datasets import shared_data
+
+    monkeypatch.delenv("TELESCOPE_SHARED_DATA", raising=False)
+    repo = Path(__file__).resolve().parents[1]
+    assert shared_data("stsb", "sts-dev.csv") == repo.parent / "shared" / "data" / "stsb" / "sts-dev.csv"
+    monkeypatch.setenv("TELESCOPE_SHARED_DATA", str(tmp_path))
+    assert shared_data("beir", "scifact") == tmp_path / "beir" / "scifact"
