@@ -139,10 +139,10 @@ def _print_summary(result) -> None:
     table = Table(title="index build", title_justify="left", show_header=False)
     table.add_column("what")
     table.add_column("value", justify="right")
-    rows = [
-        ("engine", result.engine),
-        ("rows read", f"{result.rows_read:,}"),
-        ("documents embedded", f"{result.docs_embedded:,}"),
+    rows = [("engine", result.engine), ("rows read", f"{result.rows_read:,}"), ("documents embedded", f"{result.docs_embedded:,}")]
+    if result.written_again:
+        rows.append(("of which written again (another writer replaced or deleted them)", f"{result.written_again:,}"))
+    rows += [
         ("payload changed only (vectors kept)", f"{result.payloads_updated:,}"),
         ("points upserted", f"{result.points_upserted:,}"),
         ("unchanged (skipped, already indexed)", f"{result.unchanged:,}"),

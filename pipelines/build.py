@@ -98,6 +98,7 @@ class BuildReport:
     points_upserted: int = 0
     unchanged: int = 0
     payloads_updated: int = 0  # documents whose payload alone changed: upserted again with their stored vectors
+    written_again: int = 0  # unchanged documents whose points another writer replaced or deleted (embedded again)
     kept_from_backfill: int = 0
     deleted_docs: int = 0
     deleted_points: int = 0
@@ -430,7 +431,9 @@ def _windows(con, spec, check, policies, options, embedder, fingerprint, state, 
             hashes.append(content_hash(fingerprint, text, hashed[-1]))
         changed = state.changed(keep_ids, hashes) if keep_ids else {}
         _rehash_legacy(state, fingerprint, keep_ids, keep_texts, keep_payloads, canonical, hashes, changed)
-        changed.update(_not_as_recorded(inflight.collection, state, keep_ids, keep_payloads, changed, options, text_key))
+        lost = _not_as_recorded(inflight.collection, state, keep_ids, keep_payloads, changed, options, text_key)
+        changed.update(lost)
+        report.written_again += len(lost)
         if backfilled is not None and changed:
             kept = backfilled.keep(keep_ids, keep_texts, hashed, canonical, hashes, changed)
             for doc in kept:

@@ -40,7 +40,7 @@ def test_a_document_another_job_replaced_or_deleted_is_written_again_by_its_job(
     build(tmp_path / "c", one, tiny_model_path, "--job", "one")
     build(tmp_path / "c", two, tiny_model_path, "--job", "two")  # replaces x
     report = build(tmp_path / "c", one, tiny_model_path, "--job", "one")
-    assert (report["docs_embedded"], report["unchanged"]) == (1, 1)
+    assert (report["docs_embedded"], report["unchanged"], report["written_again"]) == (1, 1, 1)
     assert payloads(tmp_path / "c")["x"] == {"text": "from job one"}
 
     write_jsonl(two, [{"id": "z", "text": "other"}])
