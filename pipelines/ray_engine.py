@@ -7,9 +7,9 @@ different batch compositions) the same vectors. ``RayEncoder`` is an encoder for
 ``Dataset.map_batches`` with a callable class on ``ray.data.ActorPoolStrategy(size=actors)`` (each actor loads
 the model once and embeds ``batch_size`` texts per call), and streams the embedded batches back to the driver.
 It does so a group of windows at a time (``group_points``, 262,144 points by default), so that the object
-store holds one group (tens of MB of short texts), not the whole source. Each group's dataset starts its own
-actor pool and drains before the next: measured on 2 cores, 2 actors, 20,500 glosses, 69 s in one group and
-87 s in three (about 9 s a group), against some 15 minutes of embedding in a default group on such a machine.
+store holds one group of the source, not all of it. Each group's dataset starts its own actor pool and drains
+before the next: measured on 2 cores, 2 actors, 20,500 glosses, 69 s in one group and 87 s in three (about 9 s
+a group), where a default group takes some 15 minutes at that run's 297 texts/s.
 
 Ray comes with the ``distributed`` extra (``pip install 'telescope[distributed]'``). ``address=None`` starts
 a local Ray with ``num_cpus`` CPUs (or joins the cluster named by ``RAY_ADDRESS``); ``"auto"`` or
@@ -68,7 +68,7 @@ class RayEncoder:
         num_cpus: int | None = None,
         group_points: int = 262_144,
     ):
-        for name, value in (("--ray-actors", actors), ("batch_size", batch_size), ("group_points", group_points)):
+        for name, value in (("--ray-actors", actors), ("batch_size", batch_size), ("--ray-group-points", group_points)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
         if not cpus_per_actor > 0:
