@@ -427,7 +427,7 @@ def _windows(con, spec, check, policies, options, embedder, fingerprint, state, 
             keep_texts.append(text)
             keep_payloads.append(json.dumps(payload, allow_nan=False))
             canonical.append(canonical_json(payload))
-            hashed.append(hashed_payload(payload, chunk_fields))
+            hashed.append(hashed_payload(payload, chunk_fields) if chunk_fields else canonical[-1])  # same text unchunked
             hashes.append(content_hash(fingerprint, text, hashed[-1]))
         changed = state.changed(keep_ids, hashes) if keep_ids else {}
         _rehash_legacy(state, fingerprint, keep_ids, keep_texts, keep_payloads, canonical, hashes, changed)
