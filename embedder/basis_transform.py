@@ -38,19 +38,13 @@ Example::
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from sentence_transformers import SentenceTransformer
-from sentence_transformers.base.modules import Module
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import orthogonal
 
-try:
-    from typing import Self
-except ImportError:  # pragma: no cover
-    from typing_extensions import Self
+from telescope.embedder.trainable_module import TrainableModule
 
 DEFAULT_EXTRA_FRACTION = 0.25
 
@@ -67,7 +61,7 @@ def _orthogonal_start(dim: int, shift: int) -> nn.Linear:
     return orthogonal(linear)
 
 
-class BasisTransform(Module):
+class BasisTransform(TrainableModule):
     config_keys: list[str] = ["input_dim", "old_dim", "extra_dim", "scale"]
 
     def __init__(self, input_dim: int, old_dim: int, extra_dim: int, scale: float = 3.0) -> None:
@@ -110,34 +104,6 @@ class BasisTransform(Module):
 
     def get_embedding_dimension(self) -> int:
         return self.input_dim + self.extra_dim
-
-    def get_config_dict(self) -> dict[str, Any]:
-        return {key: getattr(self, key) for key in self.config_keys}
-
-    def save(self, output_path: str, *args, safe_serialization: bool = True, **kwargs) -> None:
-        self.save_config(output_path)
-        self.save_torch_weights(output_path, safe_serialization=safe_serialization)
-
-    @classmethod
-    def load(
-        cls,
-        model_name_or_path: str,
-        subfolder: str = "",
-        token: bool | str | None = None,
-        cache_folder: str | None = None,
-        revision: str | None = None,
-        local_files_only: bool = False,
-        **kwargs,
-    ) -> Self:
-        hub = {
-            "subfolder": subfolder,
-            "token": token,
-            "cache_folder": cache_folder,
-            "revision": revision,
-            "local_files_only": local_files_only,
-        }
-        module = cls(**cls.load_config(model_name_or_path=model_name_or_path, **hub))
-        return cls.load_torch_weights(model_name_or_path=model_name_or_path, model=module, **hub)
 
 
 def default_extra_dim(old_dim: int) -> int:

@@ -38,16 +38,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from sentence_transformers import SentenceTransformer
-from sentence_transformers.base.modules import Module
 from torch import Tensor, nn
 
-try:
-    from typing import Self
-except ImportError:  # pragma: no cover
-    from typing_extensions import Self
+from telescope.embedder.trainable_module import TrainableModule
 
 
-class MultiLayerTrainablePooling(Module):
+class MultiLayerTrainablePooling(TrainableModule):
     config_keys: list[str] = ["embedding_dimension", "num_hidden_layers", "num_latents", "num_heads", "ffn_mult"]
 
     def __init__(
@@ -134,34 +130,6 @@ class MultiLayerTrainablePooling(Module):
 
     def get_embedding_dimension(self) -> int:
         return self.embedding_dimension
-
-    def get_config_dict(self) -> dict[str, Any]:
-        return {key: getattr(self, key) for key in self.config_keys}
-
-    def save(self, output_path: str, *args, safe_serialization: bool = True, **kwargs) -> None:
-        self.save_config(output_path)
-        self.save_torch_weights(output_path, safe_serialization=safe_serialization)
-
-    @classmethod
-    def load(
-        cls,
-        model_name_or_path: str,
-        subfolder: str = "",
-        token: bool | str | None = None,
-        cache_folder: str | None = None,
-        revision: str | None = None,
-        local_files_only: bool = False,
-        **kwargs,
-    ) -> Self:
-        hub = {
-            "subfolder": subfolder,
-            "token": token,
-            "cache_folder": cache_folder,
-            "revision": revision,
-            "local_files_only": local_files_only,
-        }
-        module = cls(**cls.load_config(model_name_or_path=model_name_or_path, **hub))
-        return cls.load_torch_weights(model_name_or_path=model_name_or_path, model=module, **hub)
 
 
 def default_heads(hidden: int) -> int:
