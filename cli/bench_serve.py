@@ -145,7 +145,8 @@ def bench_serve(
             "torch": torch.__version__,
             "numpy": np.__version__,
         },
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "loadavg_before": load_before,
+        "machine": {"cpus": len(os.sched_getaffinity(0)), "cpus_machine": os.cpu_count(),
+                    "platform": platform.platform(), "loadavg_before": load_before,
                     "loadavg_after": os.getloadavg(), "note": "clients and server on the same machine"},
         "collection": {"points": points, "dim": dim, "plan": plan, "stage_one": stage_one,
                        "stage_one_params": stage_one_params, "vectors_sha256_16": data_hash,
@@ -189,13 +190,20 @@ def _git_commit() -> str:
         return "unknown"
 
 
+def _cpus(machine: dict) -> str:
+    """'2 CPUs', or '1 of 2 CPUs (CPU affinity)' when the benchmark ran pinned (``taskset -c 0 telescope bench serve``;
+    the server and the clients inherit it)."""
+    usable, total = machine["cpus"], machine.get("cpus_machine", machine["cpus"])
+    return f"{usable} CPUs" if usable == total else f"{usable} of {total} CPUs (CPU affinity)"
+
+
 def _markdown(report: dict) -> str:
     c = report["collection"]
     lines = [
         "# telescope serve: gRPC throughput and latency",
         "",
         f"`{report['command']}` at {report['finished']} (commit {report['versions']['telescope']}); "
-        f"{report['machine']['cpus']} CPUs, load average before {report['machine']['loadavg_before'][0]:.1f}; "
+        f"{_cpus(report['machine'])}, load average before {report['machine']['loadavg_before'][0]:.1f}; "
         f"clients and server on the same machine; clients: {report['clients']['how']}.",
         "",
         f"Collection: {c['points']:,} x {c['dim']} {c['data']}; stage one {c['stage_one']} {c['stage_one_params']}, "

@@ -48,3 +48,12 @@ def test_canned_server_answers_every_search_with_its_response():
             result = client.search("any", vector=query, k=3)
             assert [(h.id, h.score, h.payload) for h in result.hits] == [("a", 0.5, {"n": 1}), ("b", 0.25, {})]
             assert result.plan == "16:10"
+
+
+def test_report_names_the_cpus_the_benchmark_could_use():
+    """Under ``taskset -c 0`` the server and clients share one CPU: the report must not say the machine's two."""
+    from telescope.cli.bench_serve import _cpus
+
+    assert _cpus({"cpus": 2, "cpus_machine": 2}) == "2 CPUs"
+    assert _cpus({"cpus": 1, "cpus_machine": 2}) == "1 of 2 CPUs (CPU affinity)"
+    assert _cpus({"cpus": 2}) == "2 CPUs"  # reports written before cpus_machine was recorded
