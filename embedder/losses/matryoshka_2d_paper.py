@@ -12,6 +12,12 @@ score distributions with the last layer detached, like :class:`StarbucksLoss`. s
 ``Matryoshka2dLoss`` is the library's looser approximation (two terms, each at an independently sampled dim);
 ``telescope train --objective 2dmse`` runs that one, ``2dmse-paper`` runs this one, and the manifest says which.
 
+**The 1/l weight** is METHODS.md's reading of the paper, and this project's spec. Readings differ:
+sentence-transformers 6.2's ``AdaptiveLayerLoss`` (inside ``Matryoshka2dLoss``) weights prior layers uniformly by
+default and documents that as matching the 2DMSE and Starbucks papers (its older default was ``1 / (1 + i)``); the
+authors' later ESE code (``AngleESETrainer``) weights layer ``i`` by ``1 / (1 + ln(1 + i))``. The authors' original
+2DMSE trainer was not among the sources at hand, so which weight it used is not settled here.
+
 Paper: Li, Li, Li, Xie, Li, "2D Matryoshka Sentence Embeddings", 2024 (arXiv:2402.14776).
 
 Example::
